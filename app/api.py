@@ -1,0 +1,10 @@
+"""Mounts every domain router under /api."""
+
+from fastapi import APIRouter
+
+from app.auth.router import router as auth_router
+from app.users.router import router as users_router
+
+api_router = APIRouter(prefix="/api")
+for domain_router in (auth_router, users_router):
+    api_router.include_router(domain_router)

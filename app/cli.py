@@ -1,0 +1,43 @@
+"""Operator commands: python -m app.cli --help"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from app import db
+from app.config import get_settings
+
+cli = typer.Typer(help="PeerTest Hub operator commands", no_args_is_help=True)
+console = Console()
+
+
+def run_with_db(work: Callable[[], Awaitable[Any]]) -> Any:
+    async def runner() -> Any:
+        await db.connect(get_settings())
+        try:
+            return await work()
+        finally:
+            await db.disconnect()
+
+    return asyncio.run(runner())
+
+
+@cli.command("create-admin")
+def create_admin(email: str, password: str, display_name: str = typer.Option("Admin", help="shown to users")) -> None:
+    """Create a verified admin account (there is no public route for this)."""
+    from app.errors import AppError
+    from app.users import service as users_service
+
+    try:
+        user = run_with_db(lambda: users_service.create_admin(email, password, display_name))
+    except AppError as exc:
+        console.print(f"[red]error[/red] {exc.code}: {exc.detail}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]admin created[/green] id={user.id} email={user.email}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,128 @@
+"""One error hierarchy. Services raise these; one handler renders {"error", "detail"}."""
+
+from typing import Any
+
+
+class AppError(Exception):
+    status_code = 400
+    code = "bad_request"
+    default_detail = "The request could not be processed."
+
+    def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None):
+        self.detail = self.default_detail if detail is None else detail
+        self.headers = headers or {}
+        super().__init__(f"{self.code}: {self.detail}")
+
+
+# -- generic families ---------------------------------------------------------------------------
+class Unauthorized(AppError):
+    status_code, code, default_detail = 401, "unauthorized", "Authentication required."
+
+    def __init__(self, detail: Any = None):
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(AppError):
+    status_code, code, default_detail = 403, "forbidden", "You may not do this."
+
+
+class NotFound(AppError):
+    status_code, code, default_detail = 404, "not_found", "Not found."
+
+
+class Conflict(AppError):
+    status_code, code, default_detail = 409, "conflict", "The resource is not in a state that allows this."
+
+
+class Unprocessable(AppError):
+    status_code, code, default_detail = 422, "unprocessable", "The request is well-formed but invalid."
+
+
+class RateLimited(AppError):
+    status_code, code, default_detail = 429, "rate_limited", "Too many requests."
+
+    def __init__(self, retry_after: int, detail: Any = None):
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(AppError):
+    status_code, code, default_detail = 503, "service_unavailable", "A dependency is unavailable."
+
+
+class PayloadTooLarge(AppError):
+    status_code, code, default_detail = 413, "payload_too_large", "The request body is too large."
+
+
+# -- auth ---------------------------------------------------------------------------------------
+class InvalidCredentials(Unauthorized):
+    code, default_detail = "invalid_credentials", "Email or password is wrong."
+
+
+class InvalidToken(Unauthorized):
+    code, default_detail = "invalid_token", "The token is missing, expired or invalid."
+
+
+class RefreshTokenReused(Unauthorized):
+    code, default_detail = "refresh_token_reused", "This refresh token was already used; its session was revoked."
+
+
+class EmailNotVerified(Forbidden):
+    code, default_detail = "email_not_verified", "Verify your email address first."
+
+
+class AccountDisabled(Forbidden):
+    code, default_detail = "account_disabled", "This account is disabled."
+
+
+class WrongRole(Forbidden):
+    code, default_detail = "wrong_role", "Your role may not do this."
+
+
+class NotOwner(Forbidden):
+    code, default_detail = "not_owner", "You do not own this resource."
+
+
+class EmailTaken(Conflict):
+    code, default_detail = "email_taken", "An account with this email already exists."
+
+
+class WeakPassword(Unprocessable):
+    code = "weak_password"
+
+
+class InvalidOneTimeToken(AppError):
+    status_code, code, default_detail = 400, "invalid_token", "The token is invalid, expired or already used."
+
+
+# -- money --------------------------------------------------------------------------------------
+class InsufficientFunds(Conflict):
+    code, default_detail = "insufficient_funds", "Not enough available funds."
+
+
+class HoldAlreadyResolved(Conflict):
+    code, default_detail = "hold_already_resolved", "This escrow hold was already resolved."
+
+
+class DailyLimitExceeded(Conflict):
+    code, default_detail = "daily_limit_exceeded", "This deposit would exceed your daily deposit limit."
+
+
+class PayoutAccountMissing(Conflict):
+    code, default_detail = "payout_account_missing", "Connect a payout account first."
+
+
+class IdempotencyKeyInFlight(Conflict):
+    code, default_detail = "idempotency_key_in_flight", "A request with this Idempotency-Key is still in progress."
+
+
+class IdempotencyKeyMismatch(Unprocessable):
+    code, default_detail = "idempotency_key_reused", "This Idempotency-Key was used with a different request body."
+
+
+class PaymentProviderError(AppError):
+    status_code, code, default_detail = 502, "payment_provider_error", "The payment provider refused the request."
+
+
+class InvalidWebhookSignature(AppError):
+    status_code, code, default_detail = 400, "invalid_signature", "The webhook signature is missing or invalid."

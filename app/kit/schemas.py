@@ -1,0 +1,18 @@
+"""Base schemas: strict input (no unknown fields, no operator injection) and plain output."""
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+# Bounded string types: every input string has a ceiling.
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+Token = Annotated[str, StringConstraints(strip_whitespace=True, min_length=16, max_length=512)]
+
+
+class StrictInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=10_000)
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)

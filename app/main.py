@@ -1,0 +1,61 @@
+"""create_app(): the FastAPI application with its lifespan, middleware and routers."""
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import db
+from app.api import api_router
+from app.config import Settings, get_settings
+from app.kit.logging import setup_logging
+from app.kit.redis import close_redis
+from app.ops import handlers
+from app.ops.middleware import RequestContextMiddleware
+from app.ops.router import router as ops_router
+
+
+def _init_sentry(settings: Settings) -> None:
+    if settings.sentry_dsn:
+        import sentry_sdk
+
+        sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment, send_default_pii=False)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings.log_level)
+    _init_sentry(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await db.connect(settings)
+        try:
+            yield
+        finally:
+            await db.disconnect()
+            await close_redis()
+
+    app = FastAPI(
+        title="PeerTest Hub API",
+        version="0.1.0",
+        description="Peer-testing marketplace: jobs, escrow, submissions, disputes. Errors are "
+        '`{"error": code, "detail": ...}`; money is integer cents.',
+        lifespan=lifespan,
+    )
+    handlers.install(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(ops_router)
+    app.include_router(api_router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,19 @@
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by route and status", ["method", "route", "status"], registry=REGISTRY
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("rq_queue_depth", "Jobs waiting in each RQ queue", ["queue"], registry=REGISTRY)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

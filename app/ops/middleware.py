@@ -1,0 +1,106 @@
+"""Outermost ASGI middleware: request id, JSON access log, metrics, body size cap, last-resort 500."""
+
+import logging
+import re
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.ops.metrics import LATENCY, REQUESTS
+
+log = structlog.get_logger("app.access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            if _declared_length(scope) > self.max_body_bytes:
+                await _send_error(send_with_id, 413, "payload_too_large", "The request body is too large.", request_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            logging.getLogger("app.errors").exception("unhandled error", extra={"request_id": request_id})
+            if not status["sent"]:
+                await _send_error(send_with_id, 500, "internal_error", {"request_id": request_id}, request_id)
+        finally:
+            _record(scope, status["code"], time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _VALID_ID.match(candidate) else None
+    return None
+
+
+def _declared_length(scope: Scope) -> int:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def route_label(scope: Scope) -> str:
+    """The route template (bounded label cardinality). FastAPI >= 0.16x keeps the full template of
+    an included route in its effective context; scope["route"] alone lacks the router prefixes."""
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    return getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+def _record(scope: Scope, status_code: int, duration: float) -> None:
+    route = route_label(scope)
+    method = scope.get("method", "")
+    REQUESTS.labels(method, route, str(status_code)).inc()
+    LATENCY.labels(method, route).observe(duration)
+    state = scope.get("state", {})
+    log.info(
+        "request",
+        method=method,
+        path=scope.get("path"),
+        route=route,
+        status=status_code,
+        duration_ms=round(duration * 1000, 2),
+        user_id=state.get("user_id"),
+    )
+
+
+async def _send_error(send: Send, status_code: int, code: str, detail, request_id: str) -> None:
+    import json
+
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status_code,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

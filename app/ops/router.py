@@ -1,0 +1,62 @@
+"""Health, readiness and Prometheus metrics (outside /api)."""
+
+import asyncio
+import secrets
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from app import db
+from app.config import get_settings
+from app.errors import Unauthorized
+from app.kit.redis import get_redis
+from app.ops.metrics import QUEUE_DEPTH, render
+from workers.queues import QUEUE_NAMES
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/health/db")
+async def health_db() -> JSONResponse:
+    ok = await db.ping()
+    return JSONResponse({"status": "ok" if ok else "down", "service": "mongodb"}, 200 if ok else 503)
+
+
+@router.get("/health/redis")
+async def health_redis() -> JSONResponse:
+    ok = await _redis_ok()
+    return JSONResponse({"status": "ok" if ok else "down", "service": "redis"}, 200 if ok else 503)
+
+
+async def _redis_ok() -> bool:
+    try:
+        return bool(await asyncio.wait_for(get_redis().ping(), 2))
+    except (RedisError, OSError, TimeoutError):
+        return False
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    token = get_settings().metrics_token
+    if token and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+        raise Unauthorized("metrics token required")
+    await _refresh_queue_depths()
+    body, content_type = render()
+    return Response(body, media_type=content_type)
+
+
+async def _refresh_queue_depths() -> None:
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for name in QUEUE_NAMES:
+            pipe.llen(f"rq:queue:{name}")
+        for name, depth in zip(QUEUE_NAMES, await pipe.execute(), strict=True):
+            QUEUE_DEPTH.labels(name).set(depth)
+    except (RedisError, OSError):
+        pass  # a scrape during a Redis outage still returns the HTTP metrics

@@ -1,0 +1,71 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, HttpUrl, StringConstraints
+
+from app.kit.schemas import Output, StrictInput
+from app.users.models import Membership, Qualification, RatingSummary, User
+
+Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+
+
+class UserUpdate(StrictInput):
+    """Profile fields only: role, email, balances and scores are not editable here."""
+
+    display_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)] | None = None
+    bio: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
+    company: Annotated[str, StringConstraints(strip_whitespace=True, max_length=120)] | None = None
+    website: HttpUrl | None = None
+    timezone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    skills: list[Skill] | None = Field(default=None, max_length=30)
+    weekly_budget_cap_cents: int | None = Field(default=None, ge=0, le=10_000_000_00)
+    monthly_budget_cap_cents: int | None = Field(default=None, ge=0, le=10_000_000_00)
+
+
+class PublicUser(Output):
+    id: str
+    display_name: str
+    role: str
+    bio: str | None = None
+    company: str | None = None
+    rating: RatingSummary
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> "PublicUser":
+        return cls(**user.model_dump(include=set(cls.model_fields) - {"id"}), id=str(user.id))
+
+
+class Me(Output):
+    id: str
+    email: str
+    role: str
+    display_name: str
+    email_verified: bool
+    flagged: bool
+    bio: str | None = None
+    company: str | None = None
+    website: str | None = None
+    timezone: str | None = None
+    skills: list[str] = []
+    rating: RatingSummary
+    created_at: datetime
+    updated_at: datetime
+    # builders
+    membership: Membership | None = None
+    weekly_budget_cap_cents: int | None = None
+    monthly_budget_cap_cents: int | None = None
+    # testers
+    qualification: Qualification | None = None
+    payouts_enabled: bool | None = None
+
+    @classmethod
+    def of(cls, user: User) -> "Me":
+        data = user.model_dump(include=set(cls.model_fields) - {"id"})
+        if user.role != "builder":
+            for field in ("membership", "weekly_budget_cap_cents", "monthly_budget_cap_cents"):
+                data.pop(field, None)
+        if user.role != "tester":
+            for field in ("qualification", "payouts_enabled"):
+                data.pop(field, None)
+        return cls(**data, id=str(user.id))

@@ -1,0 +1,66 @@
+"""The transaction helper under contention, and its after-commit hook."""
+
+import asyncio
+
+import pytest
+from beanie import Document
+
+from app import db
+from app.users.models import User
+
+
+async def test_concurrent_transactional_increments_all_land_once():
+    coll = db.get_client()["peertest_scratch"]["counters"]
+    await coll.insert_one({"_id": "c", "n": 0})
+    calls = {"commits": 0}
+
+    async def increment(session):
+        await coll.update_one({"_id": "c"}, {"$inc": {"n": 1}}, session=session)
+        db.after_commit(lambda: calls.__setitem__("commits", calls["commits"] + 1))
+
+    await asyncio.gather(*[db.run_in_transaction(increment) for _ in range(20)])
+    assert (await coll.find_one({"_id": "c"}))["n"] == 20
+    assert calls["commits"] == 20  # callbacks of retried attempts were dropped
+    await coll.drop()
+
+
+async def test_failed_transaction_leaves_no_trace_and_skips_callbacks():
+    fired = []
+
+    async def half_done(session):
+        await User(email="half@x.io", password_hash="h", role="tester", display_name="H").insert(session=session)
+        db.after_commit(lambda: fired.append(1))
+        raise ValueError("boom after the write")
+
+    with pytest.raises(ValueError):
+        await db.run_in_transaction(half_done)
+    assert await User.find_one(User.email == "half@x.io") is None
+    assert fired == []
+
+
+async def test_writes_after_a_conflict_are_visible_to_other_clients():
+    """After a failed commit the helper ends the server session, so no zombie hides later writes."""
+    coll = db.get_client()["peertest_scratch"]["visible"]
+
+    async def write(i):
+        async def fn(session):
+            await coll.insert_one({"i": i}, session=session)
+
+        await db.run_in_transaction(fn)
+
+    await asyncio.gather(*[write(i) for i in range(10)])
+    from pymongo import AsyncMongoClient
+
+    from app.config import get_settings
+
+    other = AsyncMongoClient(get_settings().mongo_uri)
+    try:
+        assert await other["peertest_scratch"]["visible"].count_documents({}) == 10
+    finally:
+        await other.close()
+        await coll.drop()
+
+
+def test_documents_are_registered():
+    assert issubclass(User, Document)
+    assert "app.users.models.User" in db.DOCUMENT_MODELS

@@ -1,0 +1,44 @@
+"""python -m workers.scheduler: registers the periodic sweeps, then runs rq-scheduler.
+
+Each sweep finds due items and enqueues one job per item with a deterministic id, so a missed
+tick only delays work and a repeated tick does nothing.
+"""
+
+import logging
+
+from rq_scheduler import Scheduler
+
+from app.config import get_settings
+from app.kit.logging import setup_logging
+from app.kit.redis import get_sync_redis
+from workers.queues import HIGH, LOW
+
+# (cron, task path, queue): later issues add auto-release, escalation, webhook retries...
+PERIODIC: list[tuple[str, str, str]] = []
+
+
+def register(scheduler: Scheduler) -> None:
+    wanted = {f"cron:{func}" for _, func, _ in PERIODIC}
+    for job in scheduler.get_jobs():
+        if job.id.startswith("cron:") and job.id not in wanted:
+            scheduler.cancel(job)
+    for cron, func, queue in PERIODIC:
+        job_id = f"cron:{func}"
+        if job_id in scheduler:
+            scheduler.cancel(job_id)
+        scheduler.cron(cron, func=func, id=job_id, queue_name=queue, result_ttl=3600, use_local_timezone=False)
+
+
+def main() -> None:
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    scheduler = Scheduler(connection=get_sync_redis(), interval=30)
+    register(scheduler)
+    logging.getLogger(__name__).info("scheduler started with %d periodic jobs", len(PERIODIC))
+    scheduler.run()
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["HIGH", "LOW", "PERIODIC", "register"]
