@@ -39,5 +39,17 @@ def create_admin(email: str, password: str, display_name: str = typer.Option("Ad
     console.print(f"[green]admin created[/green] id={user.id} email={user.email}")
 
 
+@cli.command("ledger-check")
+def ledger_check() -> None:
+    """Verify the ledger invariants; exits 1 when any is violated."""
+    from app.ledger import service as ledger_service
+
+    report = run_with_db(ledger_service.check_invariants)
+    for violation in report["violations"]:
+        console.print(f"[red]violation[/red] {violation}")
+    console.print(f"[{'green' if report['ok'] else 'red'}]ok={report['ok']}[/] accounts={report['accounts']}")
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 if __name__ == "__main__":
     cli()

@@ -25,6 +25,11 @@ DOCUMENT_MODELS: list[str] = [
     "app.users.models.User",
     "app.auth.models.RefreshToken",
     "app.auth.models.OneTimeToken",
+    "app.ledger.models.Journal",
+    "app.ledger.models.AccountBalance",
+    "app.ledger.models.ReconciliationReport",
+    "app.escrow.models.EscrowTransaction",
+    "app.kit.idempotency.IdempotencyRecord",
 ]
 
 

@@ -1,0 +1,150 @@
+"""The only way money moves: post() a balanced journal and $inc the balances in one transaction.
+
+Every function taking a `session` must be called inside run_in_transaction(); it composes with
+the caller's own state changes (a hold, a job slot, a submission) so they commit together.
+"""
+
+import importlib
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from app.db import duplicate_key_as
+from app.errors import Conflict, InsufficientFunds
+from app.kit.timeutil import utcnow
+from app.ledger.models import EXTERNAL, AccountBalance, Journal, Posting
+
+# Accounts allowed below zero: money outside the platform.
+UNBOUNDED_ACCOUNTS = frozenset({EXTERNAL})
+
+
+class JournalAlreadyPosted(Conflict):
+    code, default_detail = "journal_already_posted", "This movement was already recorded."
+
+
+class UnbalancedJournal(ValueError):
+    pass
+
+
+def _validate(postings: list[tuple[str, int]]) -> list[Posting]:
+    if len(postings) < 2:
+        raise UnbalancedJournal("a journal needs at least two postings")
+    if any(type(amount) is not int or amount == 0 for _, amount in postings):
+        raise UnbalancedJournal("posting amounts are non-zero integer cents")
+    if sum(amount for _, amount in postings) != 0:
+        raise UnbalancedJournal("postings must sum to zero")
+    if len({name for name, _ in postings}) != len(postings):
+        raise UnbalancedJournal("one posting per account")
+    return [Posting(account=name, amount=amount) for name, amount in postings]
+
+
+async def post(
+    session: AsyncClientSession,
+    type: str,
+    key: str,
+    postings: Iterable[tuple[str, int]],
+    *,
+    refs: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+    memo: str | None = None,
+) -> Journal:
+    """Record a balanced journal and apply it. Raises InsufficientFunds if a debit would take a
+    bounded account below zero, JournalAlreadyPosted if `key` was used before."""
+    lines = _validate(list(postings))
+    journal = Journal(
+        type=type,
+        key=key,
+        postings=lines,
+        accounts=[p.account for p in lines],
+        refs={k: str(v) for k, v in (refs or {}).items()},
+        correlation_id=correlation_id,
+        memo=memo,
+    )
+    with duplicate_key_as(JournalAlreadyPosted):
+        await journal.insert(session=session)
+    for line in sorted(lines, key=lambda p: p.amount):  # debits first: fail before writing credits
+        await _apply(session, line)
+    return journal
+
+
+async def _apply(session: AsyncClientSession, line: Posting) -> None:
+    coll = AccountBalance.get_pymongo_collection()
+    update = {"$inc": {"balance": line.amount}, "$set": {"updated_at": utcnow()}}
+    if line.amount > 0 or line.account in UNBOUNDED_ACCOUNTS:
+        await coll.update_one({"_id": line.account}, update, upsert=True, session=session)
+        return
+    guard = {"_id": line.account, "balance": {"$gte": -line.amount}}
+    result = await coll.update_one(guard, update, session=session)
+    if result.matched_count == 0:
+        raise InsufficientFunds({"account": line.account, "needed_cents": -line.amount})
+
+
+async def balances(accounts: Iterable[str], session: AsyncClientSession | None = None) -> dict[str, int]:
+    """Current balances (0 for accounts never touched), in one query."""
+    wanted = list(accounts)
+    docs = await AccountBalance.find({"_id": {"$in": wanted}}, session=session).to_list()
+    found = {d.id: d.balance for d in docs}
+    return {a: found.get(a, 0) for a in wanted}
+
+
+async def balance(account_name: str, session: AsyncClientSession | None = None) -> int:
+    return (await balances([account_name], session))[account_name]
+
+
+# -- invariants ---------------------------------------------------------------------------------
+# Each money domain registers what one bucket of accounts must hold, e.g. escrow says
+# "every builder:X:held equals the sum of X's open holds".
+# Signature: () -> (check name, account suffix, {account: expected cents}).
+ExpectedBalances = Callable[[], Awaitable[tuple[str, str, dict[str, int]]]]
+_expectations: list[ExpectedBalances] = []
+# Modules that register expectations when imported.
+EXPECTATION_MODULES = ("app.escrow.service",)
+
+
+def register_expectation(fn: ExpectedBalances) -> ExpectedBalances:
+    _expectations.append(fn)
+    return fn
+
+
+async def check_invariants() -> dict[str, Any]:
+    """Journals sum to zero; each balance equals its postings; nothing bounded is negative;
+    each registered bucket (held, payout_pending, ...) equals the open items behind it."""
+    for module in EXPECTATION_MODULES:
+        importlib.import_module(module)
+    violations: list[dict[str, Any]] = []
+    pipeline = [{"$unwind": "$postings"}, {"$group": {"_id": "$postings.account", "sum": {"$sum": "$postings.amount"}}}]
+    cursor = await Journal.get_pymongo_collection().aggregate(pipeline)
+    posted = {row["_id"]: row["sum"] for row in await cursor.to_list()}
+    stored = {d.id: d.balance for d in await AccountBalance.find_all().to_list()}
+
+    if (total := sum(posted.values())) != 0:
+        violations.append({"check": "journals_sum_to_zero", "total_cents": total})
+    for name in sorted(set(posted) | set(stored)):
+        if posted.get(name, 0) != stored.get(name, 0):
+            violations.append(
+                {"check": "balance_matches_postings", "account": name,
+                 "balance_cents": stored.get(name, 0), "postings_cents": posted.get(name, 0)}
+            )
+        if stored.get(name, 0) < 0 and name not in UNBOUNDED_ACCOUNTS:
+            violations.append({"check": "no_negative_balance", "account": name, "balance_cents": stored[name]})
+    for expectation in _expectations:
+        check, suffix, expected = await expectation()
+        for name, cents in _bucket_mismatches(suffix, expected, stored):
+            violations.append({"check": check, "account": name, "balance_cents": stored.get(name, 0),
+                               "expected_cents": cents})
+    return {"ok": not violations, "violations": violations, "accounts": len(stored), "journals_accounts": len(posted)}
+
+
+def _bucket_mismatches(suffix: str, expected: dict[str, int], stored: dict[str, int]):
+    """Accounts of the bucket (same suffix) that differ from what the open items say."""
+    names = set(expected) | {n for n in stored if n.endswith(f":{suffix}")}
+    return [(n, expected.get(n, 0)) for n in sorted(names) if stored.get(n, 0) != expected.get(n, 0)]
+
+
+def sum_by(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], str], value: str) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for row in rows:
+        totals[key(row)] += row[value]
+    return dict(totals)
