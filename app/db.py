@@ -30,6 +30,7 @@ DOCUMENT_MODELS: list[str] = [
     "app.ledger.models.ReconciliationReport",
     "app.escrow.models.EscrowTransaction",
     "app.kit.idempotency.IdempotencyRecord",
+    "app.payments.models.InboxEvent",
 ]
 
 

@@ -1,0 +1,122 @@
+"""The payment provider (Stripe) behind one small interface.
+
+Locally the same SDK calls go to localstripe (STRIPE_API_BASE). localstripe has no Connect, so
+with STRIPE_SIMULATE_CONNECT=true account creation, onboarding links and transfers are answered
+here instead of by the provider (the embedded default only; production talks to Stripe).
+Every creating call carries an idempotency key derived from our own ids.
+"""
+
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import stripe
+
+from app.config import get_settings
+from app.errors import InvalidWebhookSignature, PaymentProviderError
+
+
+@lru_cache
+def client() -> stripe.StripeClient:
+    settings = get_settings()
+    kwargs: dict[str, Any] = {"http_client": stripe.HTTPXClient(), "max_network_retries": 2}
+    if settings.stripe_api_base:
+        base = settings.stripe_api_base.rstrip("/")
+        kwargs["base_addresses"] = {"api": base, "connect": base, "files": base}
+    return stripe.StripeClient(settings.stripe_secret_key, **kwargs)
+
+
+def _opts(idempotency_key: str | None) -> dict[str, Any]:
+    return {"idempotency_key": idempotency_key} if idempotency_key else {}
+
+
+async def call(coro) -> Any:
+    """Await a provider call, turning its errors into our PaymentProviderError (502)."""
+    try:
+        return await coro
+    except stripe.StripeError as exc:
+        raise PaymentProviderError({"provider_error": exc.user_message or str(exc), "code": exc.code}) from exc
+
+
+# -- customers and payments ---------------------------------------------------------------------
+async def create_customer(email: str, user_id: str) -> Any:
+    return await call(client().v1.customers.create_async(
+        params={"email": email, "metadata": {"user_id": user_id}}, options=_opts(f"customer:{user_id}")))
+
+
+async def create_payment_intent(amount_cents: int, customer_id: str | None, metadata: dict[str, str],
+                                idempotency_key: str) -> Any:
+    params: dict[str, Any] = {"amount": amount_cents, "currency": "usd", "metadata": metadata,
+                              "payment_method_types": ["card"]}
+    if customer_id:
+        params["customer"] = customer_id
+    return await call(client().v1.payment_intents.create_async(params=params, options=_opts(idempotency_key)))
+
+
+async def retrieve_payment_intent(payment_intent_id: str) -> Any:
+    return await call(client().v1.payment_intents.retrieve_async(payment_intent_id))
+
+
+async def create_refund(payment_intent_id: str, amount_cents: int, metadata: dict[str, str],
+                        idempotency_key: str) -> Any:
+    return await call(client().v1.refunds.create_async(
+        params={"payment_intent": payment_intent_id, "amount": amount_cents, "metadata": metadata},
+        options=_opts(idempotency_key)))
+
+
+async def retrieve_refund(refund_id: str) -> Any:
+    return await call(client().v1.refunds.retrieve_async(refund_id))
+
+
+# -- Connect (simulated in the embedded default) -------------------------------------------------
+async def create_connect_account(email: str, user_id: str) -> Any:
+    if get_settings().stripe_simulate_connect:
+        return stripe.StripeObject.construct_from(
+            {"id": f"acct_sim_{user_id}", "object": "account", "type": "express", "email": email,
+             "payouts_enabled": True, "charges_enabled": True, "details_submitted": True}, None)
+    return await call(client().v1.accounts.create_async(
+        params={"type": "express", "email": email, "capabilities": {"transfers": {"requested": True}},
+                "metadata": {"user_id": user_id}},
+        options=_opts(f"connect-account:{user_id}")))
+
+
+async def create_account_link(account_id: str, refresh_url: str, return_url: str) -> str:
+    if get_settings().stripe_simulate_connect:
+        return f"{return_url}?simulated_onboarding=1&account={account_id}"
+    link = await call(client().v1.account_links.create_async(
+        params={"account": account_id, "refresh_url": refresh_url, "return_url": return_url,
+                "type": "account_onboarding"}))
+    return link.url
+
+
+async def retrieve_account(account_id: str) -> Any:
+    if get_settings().stripe_simulate_connect:
+        return stripe.StripeObject.construct_from(
+            {"id": account_id, "object": "account", "payouts_enabled": True, "details_submitted": True}, None)
+    return await call(client().v1.accounts.retrieve_async(account_id))
+
+
+async def create_transfer(amount_cents: int, destination: str, metadata: dict[str, str],
+                          idempotency_key: str) -> Any:
+    if get_settings().stripe_simulate_connect:
+        return stripe.StripeObject.construct_from(
+            {"id": f"tr_sim_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:24]}", "object": "transfer",
+             "amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata,
+             "reversed": False}, None)
+    return await call(client().v1.transfers.create_async(
+        params={"amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata},
+        options=_opts(idempotency_key)))
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+def construct_event(payload: bytes, signature: str | None) -> Any:
+    """Verify Stripe-Signature over the raw body (with the tolerance window) and parse the event."""
+    settings = get_settings()
+    if not signature:
+        raise InvalidWebhookSignature()
+    try:
+        return stripe.Webhook.construct_event(
+            payload, signature, settings.stripe_webhook_secret, tolerance=settings.stripe_webhook_tolerance_seconds
+        )
+    except (stripe.SignatureVerificationError, ValueError):
+        raise InvalidWebhookSignature() from None

@@ -1,0 +1,1 @@
+"""Membership (Stripe subscriptions) and Connect onboarding. Filled in by the money-core work."""
