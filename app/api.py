@@ -7,7 +7,8 @@ from app.escrow.router import router as escrow_router
 from app.ledger.router import router as ledger_router
 from app.payments.router import router as payments_router
 from app.users.router import router as users_router
+from app.wallet.router import router as wallet_router
 
 api_router = APIRouter(prefix="/api")
-for domain_router in (auth_router, users_router, escrow_router, ledger_router, payments_router):
+for domain_router in (auth_router, users_router, escrow_router, ledger_router, payments_router, wallet_router):
     api_router.include_router(domain_router)

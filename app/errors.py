@@ -108,6 +108,10 @@ class DailyLimitExceeded(Conflict):
     code, default_detail = "daily_limit_exceeded", "This deposit would exceed your daily deposit limit."
 
 
+class DepositMismatch(Conflict):
+    code, default_detail = "deposit_mismatch", "The provider's payment does not match the deposit."
+
+
 class PayoutAccountMissing(Conflict):
     code, default_detail = "payout_account_missing", "Connect a payout account first."
 

@@ -14,7 +14,9 @@ from app.kit.redis import get_sync_redis
 from workers.queues import HIGH, LOW
 
 # (cron, task path, queue): later issues add auto-release, escalation, webhook retries...
-PERIODIC: list[tuple[str, str, str]] = []
+PERIODIC: list[tuple[str, str, str]] = [
+    ("*/5 * * * *", "app.wallet.tasks.retry_stale_refunds", HIGH),
+]
 
 
 def register(scheduler: Scheduler) -> None:

@@ -68,6 +68,22 @@ async def retrieve_refund(refund_id: str) -> Any:
     return await call(client().v1.refunds.retrieve_async(refund_id))
 
 
+async def list_refunds(payment_intent_id: str) -> list[Any]:
+    """The refunds of one PaymentIntent (newest first), to find one whose creation outcome we missed."""
+    page = await call(client().v1.refunds.list_async(params={"payment_intent": payment_intent_id, "limit": 100}))
+    return list(page.data)
+
+
+def outcome_unknown(exc: PaymentProviderError) -> bool:
+    """True when the provider may have acted despite the error (network failure, 5xx, 429): the
+    caller must check or retry with the same idempotency key, never undo."""
+    cause = exc.__cause__
+    if isinstance(cause, stripe.APIConnectionError):
+        return True
+    status = getattr(cause, "http_status", None)
+    return isinstance(cause, stripe.StripeError) and status is not None and (status >= 500 or status == 429)
+
+
 # -- Connect (simulated in the embedded default) -------------------------------------------------
 async def create_connect_account(email: str, user_id: str) -> Any:
     if get_settings().stripe_simulate_connect:

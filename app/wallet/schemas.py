@@ -1,0 +1,113 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, StrictInt, field_validator
+
+from app.config import get_settings
+from app.kit.schemas import Output, StrictInput
+from app.wallet.models import Deposit, WalletRefund
+
+# A hard ceiling before the configured bounds are consulted: no amount this large is ever valid.
+Cents = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
+
+
+class DepositCreate(StrictInput):
+    amount_cents: Cents
+
+    @field_validator("amount_cents")
+    @classmethod
+    def _within_deposit_bounds(cls, value: int) -> int:
+        settings = get_settings()
+        if not settings.min_deposit_cents <= value <= settings.max_deposit_cents:
+            raise ValueError(
+                f"amount_cents must be between {settings.min_deposit_cents} and {settings.max_deposit_cents}"
+            )
+        return value
+
+
+class RefundCreate(StrictInput):
+    amount_cents: Cents
+
+    @field_validator("amount_cents")
+    @classmethod
+    def _within_refundable_ceiling(cls, value: int) -> int:
+        # More than the daily limit over a whole refund window can never be refundable.
+        settings = get_settings()
+        ceiling = settings.daily_deposit_limit_cents * settings.refund_window_days
+        if value > ceiling:
+            raise ValueError(f"amount_cents must be at most {ceiling}")
+        return value
+
+
+class Wallet(Output):
+    available_cents: int
+    held_cents: int
+    refund_pending_cents: int
+    deposited_today_cents: int
+    daily_limit_cents: int
+
+
+class DepositCreated(Output):
+    """What the client needs to pay: confirm `client_secret` with Stripe.js."""
+
+    deposit_id: str
+    status: str
+    client_secret: str | None
+    payment_intent_id: str | None
+    amount_cents: int
+
+    @classmethod
+    def of(cls, d: Deposit) -> "DepositCreated":
+        return cls(deposit_id=str(d.id), status=d.status, client_secret=d.client_secret,
+                   payment_intent_id=d.payment_intent_id, amount_cents=d.amount_cents)
+
+
+class DepositOut(Output):
+    id: str
+    amount_cents: int
+    status: str
+    payment_intent_id: str | None = None
+    failure_reason: str | None = None
+    created_at: datetime
+    succeeded_at: datetime | None = None
+    failed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, d: Deposit) -> "DepositOut":
+        return cls(id=str(d.id), amount_cents=d.amount_cents, status=d.status, payment_intent_id=d.payment_intent_id,
+                   failure_reason=d.failure_reason, created_at=d.created_at, succeeded_at=d.succeeded_at,
+                   failed_at=d.failed_at)
+
+
+class RefundLot(Output):
+    """One provider refund against one deposit."""
+
+    refund_id: str
+    deposit_id: str
+    amount_cents: int
+    status: str
+    failure_reason: str | None = None
+
+    @classmethod
+    def of(cls, r: WalletRefund) -> "RefundLot":
+        return cls(refund_id=str(r.id), deposit_id=str(r.deposit_id), amount_cents=r.amount_cents, status=r.status,
+                   failure_reason=r.failure_reason)
+
+
+class RefundRequestOut(Output):
+    request_id: str
+    amount_cents: int
+    refunds: list[RefundLot]
+
+
+class RefundOut(RefundLot):
+    request_id: str
+    payment_intent_id: str
+    provider_refund_id: str | None = None
+    created_at: datetime
+    resolved_at: datetime | None = None
+
+    @classmethod
+    def of(cls, r: WalletRefund) -> "RefundOut":
+        return cls(**RefundLot.of(r).model_dump(), request_id=r.request_id, payment_intent_id=r.payment_intent_id,
+                   provider_refund_id=r.provider_refund_id, created_at=r.created_at, resolved_at=r.resolved_at)
