@@ -1,6 +1,7 @@
 """The three RQ queues and the one way to put work on them."""
 
 import asyncio
+import re
 from typing import Any
 
 from rq import Queue, Retry
@@ -21,6 +22,7 @@ def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retrie
     """Enqueue `func` (a dotted path) with retries; a deterministic job_id makes repeats no-ops."""
     q = get_queue(queue)
     if job_id is not None:
+        job_id = safe_job_id(job_id)
         existing = q.fetch_job(job_id)
         if existing is not None and existing.get_status(refresh=True) in ("queued", "started", "scheduled", "deferred"):
             return existing
@@ -33,6 +35,11 @@ def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retrie
         failure_ttl=7 * 24 * 3600,
         **kwargs,
     )
+
+
+def safe_job_id(raw: str) -> str:
+    """RQ accepts only [A-Za-z0-9_-] in job ids; our ids read like "payout:<id>"."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)
 
 
 async def enqueue_async(queue: str, func: str, *args: Any, **kwargs: Any):
