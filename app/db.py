@@ -31,6 +31,7 @@ DOCUMENT_MODELS: list[str] = [
     "app.escrow.models.EscrowTransaction",
     "app.kit.idempotency.IdempotencyRecord",
     "app.payments.models.InboxEvent",
+    "app.payouts.models.Payout",
     "app.wallet.models.Deposit",
     "app.wallet.models.DepositQuota",
     "app.wallet.models.WalletAllocation",

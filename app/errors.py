@@ -128,5 +128,17 @@ class PaymentProviderError(AppError):
     status_code, code, default_detail = 502, "payment_provider_error", "The payment provider refused the request."
 
 
+class PayoutBelowMinimum(Unprocessable):
+    code, default_detail = "payout_below_minimum", "The amount is below the minimum payout."
+
+
+class PaymentMethodRejected(AppError):
+    status_code, code, default_detail = 402, "payment_method_rejected", "The payment method was declined or is unknown."
+
+
+class MembershipActive(Conflict):
+    code, default_detail = "membership_active", "You already have an active membership."
+
+
 class InvalidWebhookSignature(AppError):
     status_code, code, default_detail = 400, "invalid_signature", "The webhook signature is missing or invalid."

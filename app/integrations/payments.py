@@ -75,13 +75,14 @@ async def list_refunds(payment_intent_id: str) -> list[Any]:
 
 
 def outcome_unknown(exc: PaymentProviderError) -> bool:
-    """True when the provider may have acted despite the error (network failure, 5xx, 429): the
-    caller must check or retry with the same idempotency key, never undo."""
+    """True when the provider may have acted despite the error (network failure, 5xx, 429, or 409:
+    the same idempotency key is still in flight): the caller must check or retry with the same
+    idempotency key, never undo."""
     cause = exc.__cause__
     if isinstance(cause, stripe.APIConnectionError):
         return True
     status = getattr(cause, "http_status", None)
-    return isinstance(cause, stripe.StripeError) and status is not None and (status >= 500 or status == 429)
+    return isinstance(cause, stripe.StripeError) and status is not None and (status >= 500 or status in (409, 429))
 
 
 # -- Connect (simulated in the embedded default) -------------------------------------------------
@@ -122,6 +123,72 @@ async def create_transfer(amount_cents: int, destination: str, metadata: dict[st
     return await call(client().v1.transfers.create_async(
         params={"amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata},
         options=_opts(idempotency_key)))
+
+
+async def retrieve_transfer(transfer_id: str) -> Any:
+    if get_settings().stripe_simulate_connect:  # simulated transfers are never reversed
+        return stripe.StripeObject.construct_from(
+            {"id": transfer_id, "object": "transfer", "amount_reversed": 0, "reversed": False}, None)
+    return await call(client().v1.transfers.retrieve_async(transfer_id))
+
+
+# -- subscriptions (membership) -----------------------------------------------------------------
+# Plans + items=[{"plan"}], not Prices/Checkout: localstripe and Stripe both serve this path.
+async def attach_payment_method(payment_method_id: str, customer_id: str) -> Any:
+    """Attach a card collected client-side (Stripe.js) and make it the customer's invoice default."""
+    method = await call(client().v1.payment_methods.attach_async(payment_method_id, params={"customer": customer_id}))
+    await call(client().v1.customers.update_async(
+        customer_id, params={"invoice_settings": {"default_payment_method": method.id}}))
+    return method
+
+
+async def ensure_plan(plan_id: str, amount_cents: int, product_name: str) -> str:
+    """The monthly plan, created on first use; a concurrent creator's plan is just as good."""
+    try:
+        return (await call(client().v1.plans.retrieve_async(plan_id))).id
+    except PaymentProviderError as exc:
+        if not isinstance(exc.__cause__, stripe.InvalidRequestError):
+            raise
+    try:
+        plan = await call(client().v1.plans.create_async(
+            params={"id": plan_id, "amount": amount_cents, "currency": "usd", "interval": "month",
+                    "product": {"name": product_name}}, options=_opts(f"plan:{plan_id}:{amount_cents}")))
+        return plan.id
+    except PaymentProviderError:
+        return (await call(client().v1.plans.retrieve_async(plan_id))).id
+
+
+async def create_subscription(customer_id: str, plan_id: str, metadata: dict[str, str], idempotency_key: str) -> Any:
+    """Charges the customer's default payment method now; `incomplete` when that payment needs the client."""
+    return await call(client().v1.subscriptions.create_async(
+        params={"customer": customer_id, "items": [{"plan": plan_id}], "payment_behavior": "allow_incomplete",
+                "metadata": metadata, "expand": ["latest_invoice"]},
+        options=_opts(idempotency_key)))
+
+
+async def retrieve_subscription(subscription_id: str) -> Any:
+    return await call(client().v1.subscriptions.retrieve_async(subscription_id))
+
+
+async def cancel_subscription(subscription_id: str) -> Any:
+    return await call(client().v1.subscriptions.cancel_async(subscription_id))
+
+
+async def invoice_client_secret(invoice: dict[str, Any]) -> str | None:
+    """The client_secret the client confirms to pay an invoice. Older API versions (and localstripe)
+    link invoice.payment_intent; current ones expose confirmation_secret, returned only when expanded."""
+    if invoice.get("payment_intent"):
+        return (await retrieve_payment_intent(invoice["payment_intent"])).client_secret
+    expanded = await call(client().v1.invoices.retrieve_async(
+        invoice["id"], params={"expand": ["confirmation_secret"]}))
+    secret = expanded.to_dict().get("confirmation_secret") or {}
+    return secret.get("client_secret")
+
+
+def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
+    """invoice.subscription in older API versions, parent.subscription_details in current ones."""
+    parent = (invoice.get("parent") or {}).get("subscription_details") or {}
+    return invoice.get("subscription") or parent.get("subscription")
 
 
 # -- webhooks -----------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ async def balance(account_name: str, session: AsyncClientSession | None = None) 
 ExpectedBalances = Callable[[], Awaitable[tuple[str, str, dict[str, int]]]]
 _expectations: list[ExpectedBalances] = []
 # Modules that register expectations when imported.
-EXPECTATION_MODULES = ("app.escrow.service", "app.wallet.service")
+EXPECTATION_MODULES = ("app.escrow.service", "app.payouts.service", "app.wallet.service")
 
 
 def register_expectation(fn: ExpectedBalances) -> ExpectedBalances:

@@ -1,6 +1,12 @@
-from fastapi import APIRouter, Request
+from typing import Annotated
 
-from app.payments import inbox
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from app.auth.dependencies import BuilderUser, TesterUser
+from app.kit.idempotency import Idempotency
+from app.payments import inbox, service
+from app.payments.schemas import CheckoutStarted, MembershipCheckout, MembershipStatus, OnboardingLink
 
 router = APIRouter(tags=["payments"])
 
@@ -10,3 +16,28 @@ async def stripe_webhook(request: Request) -> dict:
     """Stripe calls this. The signature is checked against the raw body; each event id is applied once."""
     record = await inbox.receive(await request.body(), request.headers.get("stripe-signature"))
     return {"received": True, "event_id": record.event_id}
+
+
+@router.post("/payments/connect/onboard", response_model=OnboardingLink)
+async def connect_onboard(user: TesterUser) -> OnboardingLink:
+    """Creates the tester's Stripe Express account on first use and returns an onboarding link.
+    Payouts open once the provider reports `payouts_enabled` (account.updated webhook)."""
+    return OnboardingLink(url=await service.onboarding_link(user))
+
+
+@router.post("/payments/membership/checkout", response_model=CheckoutStarted,
+             responses={402: {"description": "payment_method_rejected"}, 409: {"description": "membership_active"}})
+async def membership_checkout(body: MembershipCheckout, user: BuilderUser,
+                              idem: Annotated[Idempotency, Depends()]) -> JSONResponse:
+    """Subscribes the builder to the monthly membership, paying with `payment_method_id`."""
+
+    async def action() -> CheckoutStarted:
+        return CheckoutStarted(**await service.start_membership(user, body.payment_method_id))
+
+    return await idem.run(user.id, body, action)
+
+
+@router.get("/payments/membership", response_model=MembershipStatus)
+async def membership(user: BuilderUser) -> MembershipStatus:
+    """Membership status and period end, as the provider's webhooks last reported them."""
+    return MembershipStatus.of(user.membership)

@@ -1,0 +1,103 @@
+"""Payout transfers through the real Stripe SDK, against a local HTTP stub (localstripe has no Connect)."""
+
+import pytest
+
+from app.errors import PaymentProviderError
+from app.ledger import service as ledger
+from app.payouts.models import Payout
+from tests.fixtures.factories import drain_jobs, post_stripe_event, stripe_event
+from tests.fixtures.stripe_stub import StripeStub, account_json, account_link_json, stripe_stub, transfer_json  # noqa: F401
+from tests.payouts.conftest import PayoutDriver, earn
+
+ACCOUNT_ID = "acct_1QbC3y5GcoHR9Zl2"
+TRANSFER_ID = "tr_1QbC4z6HdpIS0Am3"
+
+
+@pytest.fixture
+async def connected(client, actors, stripe_stub: StripeStub) -> PayoutDriver:  # noqa: F811
+    """A tester whose Express account finished onboarding, holding 5,000 cents of earnings."""
+    driver = PayoutDriver(client, await actors.signed_in("tester"))
+    tester = driver.tester
+    stripe_stub.on("POST", "/v1/accounts", account_json(ACCOUNT_ID, tester["email"], tester["id"],
+                                                        payouts_enabled=True))
+    stripe_stub.on("POST", "/v1/account_links", account_link_json(ACCOUNT_ID))
+    await driver.onboard()
+    await earn(tester["id"], 5_000)
+    return driver
+
+
+def echo_transfer(amount_reversed: int = 0):
+    def answer(request):
+        metadata = {k[len("metadata["):-1]: v for k, v in request.form.items() if k.startswith("metadata[")}
+        return transfer_json(TRANSFER_ID, int(request.form["amount"]), request.form["destination"], metadata,
+                             amount_reversed)
+
+    return answer
+
+
+async def test_transfer_request_and_success(connected: PayoutDriver, stripe_stub: StripeStub):  # noqa: F811
+    stripe_stub.on("POST", "/v1/transfers", echo_transfer())
+    payout = (await connected.request(2_000)).json()
+    assert stripe_stub.sent("POST", "/v1/transfers") == []  # nothing leaves before the commit and the job
+    await drain_jobs()
+
+    [sent] = stripe_stub.sent("POST", "/v1/transfers")
+    assert sent.form == {"amount": "2000", "currency": "usd", "destination": ACCOUNT_ID,
+                         "metadata[payout_id]": payout["id"], "metadata[tester_id]": connected.tester["id"]}
+    assert sent.headers["Idempotency-Key"] == f"payout:{payout['id']}"
+    [paid] = await connected.listed()
+    assert (paid["status"], paid["transfer_id"]) == ("paid", TRANSFER_ID)
+    assert await connected.balance() == {"available_cents": 3_000, "pending_cents": 0}
+    assert (await ledger.check_invariants())["ok"]
+
+
+async def test_transfer_refused_by_stripe_returns_the_funds(connected: PayoutDriver, stripe_stub: StripeStub):  # noqa: F811
+    stripe_stub.fail("POST", "/v1/transfers", 400, "balance_insufficient",
+                     "You have insufficient available funds in your Stripe account.")
+    await connected.request(2_000)
+    await drain_jobs()
+    [failed] = await connected.listed()
+    assert failed["status"] == "failed" and "insufficient available funds" in failed["failure_reason"]
+    assert await connected.balance() == {"available_cents": 5_000, "pending_cents": 0}
+    assert len(stripe_stub.sent("POST", "/v1/transfers")) == 1
+    assert (await ledger.check_invariants())["ok"]
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "api_error"), (409, "idempotency_key_in_use"),
+                                            (429, "rate_limit")])
+async def test_unknown_outcome_keeps_the_reservation(connected: PayoutDriver, stripe_stub: StripeStub,  # noqa: F811
+                                                     status: int, code: str):
+    """The transfer may have happened: never undo, let RQ retry with the same idempotency key."""
+    stripe_stub.fail("POST", "/v1/transfers", status, code, "Try again later.")
+    await connected.request(2_000)
+    with pytest.raises(PaymentProviderError):
+        await drain_jobs()
+    assert (await connected.listed())[0]["status"] == "pending"
+    assert await connected.balance() == {"available_cents": 3_000, "pending_cents": 2_000}
+    assert (await ledger.check_invariants())["ok"]
+
+
+async def test_transfer_reversed_webhook_returns_the_reversed_part(client, connected: PayoutDriver,
+                                                                   stripe_stub: StripeStub):  # noqa: F811
+    stripe_stub.on("POST", "/v1/transfers", echo_transfer())
+    payout_id = (await connected.request(2_000)).json()["id"]
+    await drain_jobs()
+
+    async def reversed_by(cents: int, event_id: str) -> None:
+        current = transfer_json(TRANSFER_ID, 2_000, ACCOUNT_ID, {"payout_id": payout_id}, cents)
+        stripe_stub.on("GET", f"/v1/transfers/{TRANSFER_ID}", current)
+        stale = transfer_json(TRANSFER_ID, 2_000, ACCOUNT_ID, {"payout_id": payout_id})  # the handler re-reads
+        assert (await post_stripe_event(client, stripe_event("transfer.reversed", stale, event_id))).status_code == 200
+        await drain_jobs()
+
+    await reversed_by(500, "evt_rev_1")
+    assert (await connected.listed())[0]["status"] == "paid"
+    assert await connected.balance() == {"available_cents": 3_500, "pending_cents": 0}
+    await reversed_by(500, "evt_rev_2")  # another event, same total: nothing more comes back
+    assert await connected.balance() == {"available_cents": 3_500, "pending_cents": 0}
+
+    await reversed_by(2_000, "evt_rev_3")
+    payout = await Payout.find_one()
+    assert (payout.status, payout.reversed_cents) == ("reversed", 2_000)
+    assert await connected.balance() == {"available_cents": 5_000, "pending_cents": 0}
+    assert (await ledger.check_invariants())["ok"]
