@@ -51,5 +51,19 @@ def ledger_check() -> None:
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+@cli.command("reconcile")
+def reconcile() -> None:
+    """Compare deposits, refunds and transfers with the payment provider; exits 1 on any mismatch."""
+    from app.ledger import reconciliation
+
+    report = run_with_db(reconciliation.reconcile)
+    for name, why in report.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {why}")
+    for mismatch in report.mismatches:
+        console.print(f"[red]mismatch[/red] {mismatch}")
+    console.print(f"[{'green' if report.ok else 'red'}]ok={report.ok}[/] checked={report.checked} report={report.id}")
+    raise typer.Exit(0 if report.ok else 1)
+
+
 if __name__ == "__main__":
     cli()

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     payout_retry_after_seconds: int = 300
     payout_retry_max_age_seconds: int = 23 * 3600
     membership_grace_seconds: int = 24 * 3600  # renewal webhooks may land a little after the period end
+    reconciliation_window_days: int = 7
     idempotency_ttl_seconds: int = 24 * 3600
 
     @property

@@ -16,6 +16,7 @@ from workers.queues import HIGH, LOW
 # (cron, task path, queue): later issues add auto-release, escalation, webhook retries...
 PERIODIC: list[tuple[str, str, str]] = [
     ("*/10 * * * *", "app.payouts.tasks.retry_stuck", HIGH),
+    ("17 3 * * *", "app.ledger.tasks.reconcile", LOW),
     ("*/5 * * * *", "app.wallet.tasks.retry_stale_refunds", HIGH),
 ]
 

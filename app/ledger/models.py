@@ -58,6 +58,7 @@ class ReconciliationReport(Document):
     started_at: datetime
     finished_at: datetime | None = None
     checked: dict[str, int] = Field(default_factory=dict)
+    skipped: dict[str, str] = Field(default_factory=dict)  # check name -> why it could not run
     mismatches: list[dict[str, Any]] = Field(default_factory=list)
     ok: bool = True
 
