@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
     sentry_dsn: str = ""
     max_body_bytes: int = 1_048_576
+    expose_db_commands: bool = False  # adds X-DB-Commands to responses (scripts/bench)
 
     mongo_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongo_db: str = "peertest"

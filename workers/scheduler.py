@@ -11,7 +11,7 @@ from rq_scheduler import Scheduler
 from app.config import get_settings
 from app.kit.logging import setup_logging
 from app.kit.redis import get_sync_redis
-from workers.queues import HIGH, LOW
+from workers.queues import HIGH, LOW, safe_job_id
 
 # (cron, task path, queue): later issues add auto-release, escalation, webhook retries...
 PERIODIC: list[tuple[str, str, str]] = [
@@ -21,13 +21,17 @@ PERIODIC: list[tuple[str, str, str]] = [
 ]
 
 
+def cron_job_id(func: str) -> str:
+    return safe_job_id(f"cron-{func}")
+
+
 def register(scheduler: Scheduler) -> None:
-    wanted = {f"cron:{func}" for _, func, _ in PERIODIC}
+    wanted = {cron_job_id(func) for _, func, _ in PERIODIC}
     for job in scheduler.get_jobs():
-        if job.id.startswith("cron:") and job.id not in wanted:
+        if job.id.startswith("cron-") and job.id not in wanted:
             scheduler.cancel(job)
     for cron, func, queue in PERIODIC:
-        job_id = f"cron:{func}"
+        job_id = cron_job_id(func)
         if job_id in scheduler:
             scheduler.cancel(job_id)
         scheduler.cron(cron, func=func, id=job_id, queue_name=queue, result_ttl=3600, use_local_timezone=False)

@@ -8,6 +8,7 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import db_commands
 from app.ops.metrics import LATENCY, REQUESTS
 
 log = structlog.get_logger("app.access")
@@ -15,9 +16,10 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, expose_db_commands: bool = False):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.expose_db_commands = expose_db_commands
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,12 +30,17 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
+        commands: list[str] = []
+        commands_token = db_commands.set(commands)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"], status["sent"] = message["status"], True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+                headers.append((b"x-request-id", request_id.encode()))
+                if self.expose_db_commands:  # for scripts/bench: database commands this request ran
+                    headers.append((b"x-db-commands", str(len(commands)).encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -46,7 +53,8 @@ class RequestContextMiddleware:
             if not status["sent"]:
                 await _send_error(send_with_id, 500, "internal_error", {"request_id": request_id}, request_id)
         finally:
-            _record(scope, status["code"], time.perf_counter() - started)
+            _record(scope, status["code"], time.perf_counter() - started, len(commands))
+            db_commands.reset(commands_token)
             structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -75,7 +83,7 @@ def route_label(scope: Scope) -> str:
     return getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None) or "unmatched"
 
 
-def _record(scope: Scope, status_code: int, duration: float) -> None:
+def _record(scope: Scope, status_code: int, duration: float, db_command_count: int) -> None:
     route = route_label(scope)
     method = scope.get("method", "")
     REQUESTS.labels(method, route, str(status_code)).inc()
@@ -88,6 +96,7 @@ def _record(scope: Scope, status_code: int, duration: float) -> None:
         route=route,
         status=status_code,
         duration_ms=round(duration * 1000, 2),
+        db_commands=db_command_count,
         user_id=state.get("user_id"),
     )
 
