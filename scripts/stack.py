@@ -380,6 +380,7 @@ def service_plan(stack: Stack) -> tuple[list[Service], dict[str, str]]:
         port = port_from_env("LOCALSTRIPE_PORT")
         services.append(Service("localstripe", [PY, "-c", LOCALSTRIPE_CHILD, str(port)], tcp_ready(port), port))
         provided["STRIPE_API_BASE"] = f"http://127.0.0.1:{port}"
+        provided["STRIPE_SIMULATE_CONNECT"] = "true"  # localstripe has no Connect accounts or transfers
     return services, provided
 
 

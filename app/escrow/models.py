@@ -39,7 +39,7 @@ class EscrowTransaction(Document):
         name = "escrow_transactions"
         indexes = [
             IndexModel([("key", ASCENDING)], unique=True),
-            IndexModel([("builder_id", ASCENDING), ("_id", DESCENDING)]),
-            IndexModel([("tester_id", ASCENDING), ("_id", DESCENDING)]),
+            IndexModel([("builder_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("tester_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("status", ASCENDING), ("builder_id", ASCENDING)]),
         ]

@@ -1,5 +1,10 @@
-"""Cursor pagination over _id (newest first): {"items": [...], "next": cursor|null}."""
+"""Keyset pagination, newest first: {"items": [...], "next": cursor|null}.
 
+Ordered by (created_at, _id) rather than _id alone: ObjectIds made by different processes (API
+and workers) in the same second do not sort by creation time.
+"""
+
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from beanie import Document
@@ -9,6 +14,7 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from app.errors import Unprocessable
+from app.kit.timeutil import as_utc
 
 T = TypeVar("T")
 D = TypeVar("D", bound=Document)
@@ -32,15 +38,23 @@ class PageParams:
         if not self.cursor:
             return {}
         try:
-            return {"_id": {"$lt": ObjectId(self.cursor)}}
-        except InvalidId:
+            millis, raw_id = self.cursor.split("_", 1)
+            at = datetime.fromtimestamp(int(millis) / 1000, UTC)
+            last_id = ObjectId(raw_id)
+        except (ValueError, InvalidId, OverflowError, OSError):
             raise Unprocessable("invalid cursor") from None
+        return {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last_id}}]}
 
 
-async def paginate(model: type[D], filters: dict[str, Any], page: PageParams, **find_kwargs: Any) -> tuple[list[D], str | None]:
+def cursor_of(doc: Document) -> str:
+    millis = int(as_utc(doc.created_at).timestamp() * 1000)  # Mongo keeps milliseconds
+    return f"{millis}_{doc.id}"
+
+
+async def paginate(model: type[D], filters: dict[str, Any], page: PageParams) -> tuple[list[D], str | None]:
     """One query: fetch limit+1 to know whether there is a next page."""
     query = {**filters, **page.cursor_filter()}
-    docs = await model.find(query, **find_kwargs).sort([("_id", -1)]).limit(page.limit + 1).to_list()
+    docs = await model.find(query).sort([("created_at", -1), ("_id", -1)]).limit(page.limit + 1).to_list()
     has_more = len(docs) > page.limit
     docs = docs[: page.limit]
-    return docs, (str(docs[-1].id) if has_more and docs else None)
+    return docs, (cursor_of(docs[-1]) if has_more and docs else None)

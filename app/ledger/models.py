@@ -37,7 +37,7 @@ class Journal(Document):
         name = "journals"
         indexes = [
             IndexModel([("key", ASCENDING)], unique=True),
-            IndexModel([("accounts", ASCENDING), ("_id", DESCENDING)]),
+            IndexModel([("accounts", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("type", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("correlation_id", ASCENDING)], sparse=True),
         ]

@@ -27,7 +27,7 @@ class Payout(Document):
     class Settings:
         name = "payouts"
         indexes = [
-            IndexModel([("tester_id", ASCENDING), ("_id", DESCENDING)]),
+            IndexModel([("tester_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("transfer_id", ASCENDING)], sparse=True),
         ]

@@ -28,7 +28,7 @@ class Deposit(Document):
     class Settings:
         name = "deposits"
         indexes = [
-            IndexModel([("builder_id", ASCENDING), ("_id", DESCENDING)]),
+            IndexModel([("builder_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("payment_intent_id", ASCENDING)]),
         ]
 
@@ -85,7 +85,7 @@ class WalletRefund(Document):
     class Settings:
         name = "wallet_refunds"
         indexes = [
-            IndexModel([("builder_id", ASCENDING), ("_id", DESCENDING)]),
+            IndexModel([("builder_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)]),
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("request_id", ASCENDING)]),
         ]
