@@ -1,6 +1,8 @@
-"""python -m workers.worker: one RQ worker on the high, default and low queues (in that priority)."""
+"""python -m workers.worker [--burst]: one RQ worker on the high, default and low queues (in that
+priority). --burst drains the queues and exits."""
 
 import logging
+import sys
 
 from rq import Worker
 
@@ -10,7 +12,8 @@ from app.kit.redis import get_sync_redis
 from workers.queues import QUEUE_NAMES
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    burst = "--burst" in (sys.argv[1:] if argv is None else argv)
     settings = get_settings()
     setup_logging(settings.log_level)
     if settings.sentry_dsn:
@@ -18,7 +21,7 @@ def main() -> None:
 
         sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment)
     logging.getLogger(__name__).info("worker starting on queues %s", ",".join(QUEUE_NAMES))
-    Worker(list(QUEUE_NAMES), connection=get_sync_redis()).work(with_scheduler=True)
+    Worker(list(QUEUE_NAMES), connection=get_sync_redis()).work(with_scheduler=not burst, burst=burst)
 
 
 if __name__ == "__main__":
