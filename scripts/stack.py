@@ -4,6 +4,7 @@ Usage (normally through scripts/run and scripts/test):
 
     .venv/bin/python scripts/stack.py run                 # services + API + worker + scheduler
     .venv/bin/python scripts/stack.py test -- [pytest args]
+    .venv/bin/python scripts/stack.py bench -- [bench args]   # services + scripts/bench.py
     .venv/bin/python scripts/stack.py services            # services only; prints `export` lines
 
 Services, each skipped when its variable is already set in the environment:
@@ -500,11 +501,20 @@ def mode_run(stack: Stack) -> int:
 
 
 def mode_test(stack: Stack, pytest_args: list[str]) -> int:
-    # Own log dir, so a test run does not clobber the logs of a `run` in the same checkout.
-    env, _ = bring_up(stack, "test", LOG_DIR / "test")
-    say("running pytest " + shlex.join(pytest_args))
-    # pytest stays in our process group, so Ctrl-C reaches it directly.
-    proc = subprocess.Popen([PY, "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
+    return run_command(stack, "test", [PY, "-m", "pytest", *pytest_args])
+
+
+def mode_bench(stack: Stack, bench_args: list[str]) -> int:
+    return run_command(stack, "dev", [PY, str(ROOT / "scripts" / "bench.py"), *bench_args])
+
+
+def run_command(stack: Stack, environment: str, argv: list[str]) -> int:
+    """Bring the services up, run argv against them, and return its exit code."""
+    # Own log dir, so this does not clobber the logs of a `run` in the same checkout.
+    env, _ = bring_up(stack, environment, LOG_DIR / environment)
+    say("running " + shlex.join(argv[1:] if argv[0] == PY else argv))
+    # The command stays in our process group, so Ctrl-C reaches it directly.
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     try:
         return proc.wait()
     except Interrupted as stop:
@@ -518,13 +528,13 @@ def mode_test(stack: Stack, pytest_args: list[str]) -> int:
 
 
 def parse_args(argv: list[str]) -> tuple[str, list[str]]:
-    if not argv or argv[0] not in ("run", "test", "services"):
+    if not argv or argv[0] not in ("run", "test", "bench", "services"):
         print(__doc__, file=sys.stderr)
         raise SystemExit(2)
     mode, rest = argv[0], argv[1:]
     if rest and rest[0] == "--":
         rest = rest[1:]
-    if rest and mode != "test":
+    if rest and mode not in ("test", "bench"):
         raise SystemExit(f"stack.py {mode} takes no arguments")
     return mode, rest
 
@@ -542,12 +552,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if mode == "test":
-            return mode_test(stack, rest)
+        if mode in ("test", "bench"):
+            return (mode_test if mode == "test" else mode_bench)(stack, rest)
         return mode_run(stack) if mode == "run" else mode_services(stack)
     except Interrupted as stop:
         say(f"{signal.Signals(stop.signum).name} received; stopping")
-        return 0 if mode != "test" else 128 + stop.signum
+        return 0 if mode not in ("test", "bench") else 128 + stop.signum
     except StackError as err:
         print(f"\nerror: {err}\n", file=sys.stderr, flush=True)
         return 1
