@@ -197,21 +197,21 @@ async def _consume_one_time_token(session: AsyncClientSession, raw: str, purpose
 
 
 async def _send_verification(user: User, token: str) -> None:
-    link = f"{get_settings().frontend_base_url}/verify-email?token={token}"
-    await notifications.queue_email(
-        user.email,
-        "Verify your PeerTest Hub email",
-        f"Hi {user.display_name},\n\nConfirm your email address by opening:\n{link}\n\n"
-        f"Or paste your verification token into the app.\nToken: {token}\n\nThe token expires in 24 hours and works once.\n",
-    )
+    await _send_token_mail(user, token, "Verify your PeerTest Hub email", "verify-email",
+                           "Confirm your email address", "The token expires in 24 hours and works once.")
 
 
 async def _send_reset(user: User, token: str) -> None:
-    link = f"{get_settings().frontend_base_url}/reset-password?token={token}"
+    await _send_token_mail(user, token, "Reset your PeerTest Hub password", "reset-password",
+                           "Someone asked to reset your password. To choose a new one",
+                           "It expires in one hour and works once. If this was not you, ignore this email.")
+
+
+async def _send_token_mail(user: User, token: str, subject: str, page: str, action: str, expiry: str) -> None:
+    link = f"{get_settings().frontend_base_url}/{page}?token={token}"
     await notifications.queue_email(
         user.email,
-        "Reset your PeerTest Hub password",
-        f"Hi {user.display_name},\n\nSomeone asked to reset your password. To choose a new one, open:\n{link}\n\n"
-        f"Or paste your reset token into the app.\nToken: {token}\n\nIt expires in one hour and works once. "
-        "If this was not you, ignore this email.\n",
+        subject,
+        f"Hi {user.display_name},\n\n{action}, open:\n{link}\n\n"
+        f"Or paste this token into the app.\nToken: {token}\n\n{expiry}\n",
     )

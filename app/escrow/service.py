@@ -167,8 +167,5 @@ def visible_filter(user) -> dict[str, Any]:
 
 @ledger.register_expectation
 async def held_equals_open_holds() -> tuple[str, str, dict[str, int]]:
-    rows = await (await EscrowTransaction.get_pymongo_collection().aggregate([
-        {"$match": {"status": "held"}},
-        {"$group": {"_id": "$builder_id", "sum": {"$sum": {"$add": ["$amount_cents", "$fee_cents"]}}}},
-    ])).to_list()
-    return "held_equals_open_holds", "held", {builder_held(r["_id"]): r["sum"] for r in rows}
+    totals = await ledger.open_totals(EscrowTransaction, "held", "builder_id", {"$add": ["$amount_cents", "$fee_cents"]})
+    return "held_equals_open_holds", "held", {builder_held(owner): cents for owner, cents in totals.items()}

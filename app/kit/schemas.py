@@ -1,7 +1,8 @@
 """Base schemas: strict input (no unknown fields, no operator injection) and plain output."""
 
-from typing import Annotated
+from typing import Annotated, Any, Self
 
+from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 # Bounded string types: every input string has a ceiling.
@@ -16,3 +17,10 @@ class StrictInput(BaseModel):
 
 class Output(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, obj: Any, **overrides: Any) -> Self:
+        """Copy the fields this schema names from obj (a document); ObjectIds become strings."""
+        data = {name: getattr(obj, name) for name in cls.model_fields if name not in overrides and hasattr(obj, name)}
+        data.update(overrides)
+        return cls.model_validate({k: str(v) if isinstance(v, ObjectId) else v for k, v in data.items()})

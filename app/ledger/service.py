@@ -5,7 +5,6 @@ the caller's own state changes (a hold, a job slot, a submission) so they commit
 """
 
 import importlib
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -143,8 +142,11 @@ def _bucket_mismatches(suffix: str, expected: dict[str, int], stored: dict[str, 
     return [(n, expected.get(n, 0)) for n in sorted(names) if stored.get(n, 0) != expected.get(n, 0)]
 
 
-def sum_by(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], str], value: str) -> dict[str, int]:
-    totals: dict[str, int] = defaultdict(int)
-    for row in rows:
-        totals[key(row)] += row[value]
-    return dict(totals)
+async def open_totals(model: Any, status: str, owner_field: str, amount: Any) -> dict[Any, int]:
+    """Sum of `amount` (a field path like "$amount_cents" or an expression) per owner, over the
+    documents of `model` in `status`: what an expectation compares a bucket of accounts with."""
+    rows = await (await model.get_pymongo_collection().aggregate([
+        {"$match": {"status": status}},
+        {"$group": {"_id": f"${owner_field}", "sum": {"$sum": amount}}},
+    ])).to_list()
+    return {row["_id"]: row["sum"] for row in rows}

@@ -4,7 +4,6 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 from app.kit.schemas import Output, StrictInput
-from app.users.models import Membership
 
 PaymentMethodId = Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,250}$")]
 
@@ -34,8 +33,3 @@ class MembershipStatus(Output):
     current_period_end_at: datetime | None = None
     subscription_id: str | None = None
     cancel_at_period_end: bool = False
-
-    @classmethod
-    def of(cls, m: Membership) -> "MembershipStatus":
-        return cls(status=m.status, current_period_end_at=m.current_period_end_at, subscription_id=m.subscription_id,
-                   cancel_at_period_end=m.cancel_at_period_end)

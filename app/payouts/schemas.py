@@ -4,7 +4,6 @@ from typing import Annotated
 from pydantic import Field, StrictInt
 
 from app.kit.schemas import Output, StrictInput
-from app.payouts import models
 
 # Strict: 10.0 or "10" are rejected, not coerced. The configured minimum is a business rule (service).
 Cents = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
@@ -23,12 +22,6 @@ class Payout(Output):
     reversed_cents: int
     created_at: datetime
     resolved_at: datetime | None = None
-
-    @classmethod
-    def of(cls, p: models.Payout) -> "Payout":
-        return cls(id=str(p.id), amount_cents=p.amount_cents, status=p.status, transfer_id=p.transfer_id,
-                   failure_reason=p.failure_reason, reversed_cents=p.reversed_cents, created_at=p.created_at,
-                   resolved_at=p.resolved_at)
 
 
 class PayoutBalance(Output):

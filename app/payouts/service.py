@@ -166,8 +166,7 @@ async def balance(tester_id: PydanticObjectId) -> dict[str, int]:
 
 @ledger.register_expectation
 async def payout_pending_equals_pending_payouts() -> tuple[str, str, dict[str, int]]:
-    rows = await (await Payout.get_pymongo_collection().aggregate([
-        {"$match": {"status": "pending"}},
-        {"$group": {"_id": "$tester_id", "sum": {"$sum": "$amount_cents"}}},
-    ])).to_list()
-    return "payout_pending_equals_pending_payouts", "payout_pending", {tester_pending(r["_id"]): r["sum"] for r in rows}
+    totals = await ledger.open_totals(Payout, "pending", "tester_id", "$amount_cents")
+    return "payout_pending_equals_pending_payouts", "payout_pending", {
+        tester_pending(owner): cents for owner, cents in totals.items()
+    }

@@ -31,10 +31,6 @@ class PublicUser(Output):
     rating: RatingSummary
     created_at: datetime
 
-    @classmethod
-    def of(cls, user: User) -> "PublicUser":
-        return cls(**user.model_dump(include=set(cls.model_fields) - {"id"}), id=str(user.id))
-
 
 class Me(Output):
     id: str
@@ -61,11 +57,11 @@ class Me(Output):
 
     @classmethod
     def of(cls, user: User) -> "Me":
-        data = user.model_dump(include=set(cls.model_fields) - {"id"})
-        if user.role != "builder":
-            for field in ("membership", "weekly_budget_cap_cents", "monthly_budget_cap_cents"):
-                data.pop(field, None)
-        if user.role != "tester":
-            for field in ("qualification", "payouts_enabled"):
-                data.pop(field, None)
-        return cls(**data, id=str(user.id))
+        """Role-specific fields are left unset for other roles (the route excludes unset fields)."""
+        me = super().of(user)
+        other_roles = {"builder": _TESTER_FIELDS, "tester": _BUILDER_FIELDS}.get(user.role, _BUILDER_FIELDS | _TESTER_FIELDS)
+        return cls.model_validate(me.model_dump(exclude=other_roles, exclude_unset=True))
+
+
+_BUILDER_FIELDS = {"membership", "weekly_budget_cap_cents", "monthly_budget_cap_cents"}
+_TESTER_FIELDS = {"qualification", "payouts_enabled"}

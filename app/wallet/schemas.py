@@ -58,8 +58,7 @@ class DepositCreated(Output):
 
     @classmethod
     def of(cls, d: Deposit) -> "DepositCreated":
-        return cls(deposit_id=str(d.id), status=d.status, client_secret=d.client_secret,
-                   payment_intent_id=d.payment_intent_id, amount_cents=d.amount_cents)
+        return super().of(d, deposit_id=d.id)
 
 
 class DepositOut(Output):
@@ -71,12 +70,6 @@ class DepositOut(Output):
     created_at: datetime
     succeeded_at: datetime | None = None
     failed_at: datetime | None = None
-
-    @classmethod
-    def of(cls, d: Deposit) -> "DepositOut":
-        return cls(id=str(d.id), amount_cents=d.amount_cents, status=d.status, payment_intent_id=d.payment_intent_id,
-                   failure_reason=d.failure_reason, created_at=d.created_at, succeeded_at=d.succeeded_at,
-                   failed_at=d.failed_at)
 
 
 class RefundLot(Output):
@@ -90,8 +83,7 @@ class RefundLot(Output):
 
     @classmethod
     def of(cls, r: WalletRefund) -> "RefundLot":
-        return cls(refund_id=str(r.id), deposit_id=str(r.deposit_id), amount_cents=r.amount_cents, status=r.status,
-                   failure_reason=r.failure_reason)
+        return super().of(r, refund_id=r.id)
 
 
 class RefundRequestOut(Output):
@@ -107,7 +99,3 @@ class RefundOut(RefundLot):
     created_at: datetime
     resolved_at: datetime | None = None
 
-    @classmethod
-    def of(cls, r: WalletRefund) -> "RefundOut":
-        return cls(**RefundLot.of(r).model_dump(), request_id=r.request_id, payment_intent_id=r.payment_intent_id,
-                   provider_refund_id=r.provider_refund_id, created_at=r.created_at, resolved_at=r.resolved_at)

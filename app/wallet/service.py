@@ -103,7 +103,8 @@ async def create_deposit(user: User, amount_cents: int) -> Deposit:
             idempotency_key=f"deposit:{deposit.id}",
         )
     except PaymentProviderError as exc:
-        await run_in_transaction(lambda s: _close_unpaid(s, deposit.id, "failed", f"provider error: {exc.detail}"))
+        reason = f"provider error: {exc.detail}"
+        await run_in_transaction(lambda s: _close_unpaid(s, deposit.id, "failed", reason))
         raise
     return await run_in_transaction(lambda s: _attach_intent(s, deposit.id, intent.id, intent.client_secret))
 
@@ -298,7 +299,8 @@ async def _submit(refund: WalletRefund, *, look_up_first: bool) -> WalletRefund:
         if payments.outcome_unknown(exc):
             log.warning("refund %s outcome unknown, left pending for the sweep: %s", refund.id, exc.detail)
             return refund
-        return await run_in_transaction(lambda s: _settle_failed(s, refund, f"provider refused: {exc.detail}", None))
+        reason = f"provider refused: {exc.detail}"
+        return await run_in_transaction(lambda s: _settle_failed(s, refund, reason, None))
     return await _record_provider_refund(refund, provider.to_dict())
 
 
@@ -436,10 +438,7 @@ async def refunds(builder_id: PydanticObjectId, page: PageParams) -> tuple[list[
 # -- invariants ---------------------------------------------------------------------------------
 @ledger.register_expectation
 async def refund_pending_equals_pending_refunds() -> tuple[str, str, dict[str, int]]:
-    rows = await (await WalletRefund.get_pymongo_collection().aggregate([
-        {"$match": {"status": "pending"}},
-        {"$group": {"_id": "$builder_id", "sum": {"$sum": "$amount_cents"}}},
-    ])).to_list()
+    totals = await ledger.open_totals(WalletRefund, "pending", "builder_id", "$amount_cents")
     return "refund_pending_equals_pending_refunds", "refund_pending", {
-        builder_refund_pending(r["_id"]): r["sum"] for r in rows
+        builder_refund_pending(owner): cents for owner, cents in totals.items()
     }
