@@ -48,8 +48,8 @@ class RequestContextMiddleware:
                 await _send_error(send_with_id, 413, "payload_too_large", "The request body is too large.", request_id)
             else:
                 await self.app(scope, receive, send_with_id)
-        except Exception:
-            logging.getLogger("app.errors").exception("unhandled error", extra={"request_id": request_id})
+        except Exception as exc:  # last resort: any bug becomes a logged 500, never a trace
+            logging.getLogger("app.errors").error("unhandled error", exc_info=exc, extra={"request_id": request_id})
             if not status["sent"]:
                 await _send_error(send_with_id, 500, "internal_error", {"request_id": request_id}, request_id)
         finally:

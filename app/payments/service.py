@@ -83,10 +83,11 @@ async def on_account_updated(event: dict[str, Any]) -> None:
 
 # -- membership ---------------------------------------------------------------------------------
 async def ensure_customer(user: User) -> str:
-    if user.stripe_customer_id:
-        return user.stripe_customer_id
-    customer = await payments.create_customer(user.email, str(user.id))
-    return await _set_once(user.id, "stripe_customer_id", customer.id)
+    """The builder's provider customer (deposits and membership), created once and kept on the user."""
+    if not user.stripe_customer_id:
+        customer = await payments.create_customer(user.email, str(user.id))
+        user.stripe_customer_id = await _set_once(user.id, "stripe_customer_id", customer.id)
+    return user.stripe_customer_id
 
 
 async def start_membership(user: User, payment_method_id: str) -> dict[str, Any]:

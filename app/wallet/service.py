@@ -30,6 +30,7 @@ from app.ledger import service as ledger
 from app.ledger.models import EXTERNAL, Journal, account
 from app.ledger.schemas import Entry
 from app.payments import inbox
+from app.payments import service as payments_service
 from app.users.models import User
 from app.wallet.models import Deposit, DepositQuota, WalletAllocation, WalletRefund
 
@@ -98,7 +99,7 @@ async def create_deposit(user: User, amount_cents: int) -> Deposit:
     deposit = await run_in_transaction(lambda s: _open_deposit(s, user.id, amount_cents))
     try:
         intent = await payments.create_payment_intent(
-            amount_cents, await ensure_stripe_customer(user),
+            amount_cents, await payments_service.ensure_customer(user),
             metadata={"deposit_id": str(deposit.id), "builder_id": str(user.id)},
             idempotency_key=f"deposit:{deposit.id}",
         )
@@ -137,24 +138,6 @@ async def _close_unpaid(session: AsyncClientSession, deposit_id: PydanticObjectI
     deposit = Deposit.model_validate(doc)
     await _adjust_quota(session, deposit, -deposit.amount_cents)
     return True
-
-
-async def ensure_stripe_customer(user: User) -> str:
-    """The builder's provider customer, created once and stored on the user."""
-    if user.stripe_customer_id:
-        return user.stripe_customer_id
-    customer = await payments.create_customer(user.email, str(user.id))
-    user.stripe_customer_id = await run_in_transaction(lambda s: _store_customer(s, user.id, customer.id))
-    return user.stripe_customer_id
-
-
-async def _store_customer(session: AsyncClientSession, user_id: PydanticObjectId, customer_id: str) -> str:
-    # The first stored id wins, so concurrent first deposits end up on one customer.
-    users = User.get_pymongo_collection()
-    await users.update_one({"_id": user_id, "stripe_customer_id": None},
-                           {"$set": {"stripe_customer_id": customer_id}}, session=session)
-    doc = await users.find_one({"_id": user_id}, {"stripe_customer_id": 1}, session=session)
-    return doc["stripe_customer_id"]
 
 
 # -- the provider's webhook: the only way a deposit becomes money --------------------------------
