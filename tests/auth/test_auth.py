@@ -222,3 +222,16 @@ async def test_concurrent_refresh_with_one_token_yields_one_pair(client, actors)
     )
     assert sorted(r.status_code for r in results).count(200) <= 1
     assert all(r.status_code in (200, 401) for r in results)
+
+
+async def test_expired_or_unknown_refresh_token(client, actors):
+    user = await actors.signed_in("tester")
+    await RefreshToken.find(RefreshToken.token_hash == hash_token(user["tokens"]["refresh_token"])).update(
+        {"$set": {"expires_at": utcnow() - timedelta(seconds=1)}}
+    )
+    expired = await client.post("/api/auth/refresh", json={"refresh_token": user["tokens"]["refresh_token"]})
+    assert expired.status_code == 401 and expired.json()["error"] == "invalid_token"
+    unknown = await client.post("/api/auth/refresh", json={"refresh_token": "q" * 43})
+    assert unknown.status_code == 401
+    short = await client.post("/api/auth/refresh", json={"refresh_token": "abc"})
+    assert short.status_code == 422
