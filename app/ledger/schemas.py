@@ -11,13 +11,19 @@ class InvariantReport(Output):
     journals_accounts: int
 
 
+class EntryLine(Output):
+    account: str
+    amount_cents: int
+
+
 class Entry(Output):
-    """One journal as seen from one of its accounts."""
+    """One journal as its owner sees it: the owner's own postings, and their net effect on the
+    owner's available balance (an escrow hold moves available to held: -total, with two lines)."""
 
     id: str
     type: str
-    account: str
-    amount_cents: int
+    available_delta_cents: int
+    lines: list[EntryLine]
     refs: dict[str, str]
     memo: str | None = None
     created_at: datetime

@@ -28,7 +28,7 @@ from app.kit.pagination import PageParams, paginate
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger
 from app.ledger.models import EXTERNAL, Journal, account
-from app.ledger.schemas import Entry
+from app.ledger.schemas import Entry, EntryLine
 from app.payments import inbox
 from app.payments import service as payments_service
 from app.users.models import User
@@ -391,15 +391,15 @@ async def wallet_summary(builder_id: PydanticObjectId) -> dict[str, int]:
 
 
 async def entries(builder_id: PydanticObjectId, page: PageParams) -> tuple[list[Entry], str | None]:
-    """The caller's journal entries, newest first: one item per (journal, own account) pair, so a
-    page of `limit` journals may hold more items (an escrow hold touches available and held)."""
+    """The caller's journal entries, newest first, one item per journal."""
     names = wallet_accounts(builder_id)
+    available = builder_available(builder_id)
     journals, nxt = await paginate(Journal, {"accounts": {"$in": names}}, page)
-    items = [
-        Entry(id=str(j.id), type=j.type, account=p.account, amount_cents=p.amount, refs=j.refs, memo=j.memo,
-              created_at=j.created_at)
-        for j in journals for p in j.postings if p.account in names
-    ]
+    items = []
+    for journal in journals:
+        lines = [EntryLine(account=p.account, amount_cents=p.amount) for p in journal.postings if p.account in names]
+        delta = sum(line.amount_cents for line in lines if line.account == available)
+        items.append(Entry.of(journal, available_delta_cents=delta, lines=lines))
     return items, nxt
 
 

@@ -75,7 +75,7 @@ async def test_refund_idempotency_key_replays_the_first_answer(wallet):
     assert (await ledger.check_invariants())["ok"]
 
 
-async def test_entries_list_the_callers_journal_lines_newest_first(wallet, make_wallet, settings):
+async def test_entries_list_the_callers_journals_newest_first(wallet, make_wallet, settings):
     settings.platform_fee_bps = 1000
     deposit = await wallet.funded(5_000)
     await wallet.refund(1_000)
@@ -91,14 +91,12 @@ async def test_entries_list_the_callers_journal_lines_newest_first(wallet, make_
         if not (cursor := page["next"]):
             break
     me = wallet.builder["id"]
-    assert [(e["type"], e["account"], e["amount_cents"]) for e in seen] == [
-        ("escrow.hold", f"builder:{me}:available", -1_100),
-        ("escrow.hold", f"builder:{me}:held", 1_100),
-        ("wallet.refund_settled", f"builder:{me}:refund_pending", -1_000),
-        ("wallet.refund", f"builder:{me}:available", -1_000),
-        ("wallet.refund", f"builder:{me}:refund_pending", 1_000),
-        ("wallet.deposit", f"builder:{me}:available", 5_000),
+    assert [(e["type"], e["available_delta_cents"]) for e in seen] == [
+        ("escrow.hold", -1_100), ("wallet.refund_settled", 0), ("wallet.refund", -1_000), ("wallet.deposit", 5_000),
     ]
+    assert seen[0]["lines"] == [{"account": f"builder:{me}:available", "amount_cents": -1_100},
+                                {"account": f"builder:{me}:held", "amount_cents": 1_100}]
+    assert seen[1]["lines"] == [{"account": f"builder:{me}:refund_pending", "amount_cents": -1_000}]
     assert seen[-1]["refs"]["deposit_id"] == deposit["deposit_id"] and seen[-1]["id"] and seen[-1]["created_at"]
     assert (await wallet.summary())["available_cents"] == 2_900
 
