@@ -1,4 +1,4 @@
-from app.ops.router import router
+from fastapi import APIRouter
 
 
 async def test_health_endpoints(client):
@@ -44,15 +44,16 @@ async def test_metrics_token(client, settings):
 
 
 async def test_unknown_error_is_500_without_trace(app, client):
-    @router.get("/_boom")
+    probe = APIRouter()
+
+    @probe.get("/_boom")
     async def boom():
         raise RuntimeError("secret internals")
 
-    app.include_router(router)
+    app.include_router(probe)
     try:
         resp = await client.get("/_boom", headers={"X-Request-ID": "req-500"})
     finally:
-        router.routes[:] = [r for r in router.routes if r.path != "/_boom"]
         app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") != "/_boom"]
     assert resp.status_code == 500
     assert resp.json() == {"error": "internal_error", "detail": {"request_id": "req-500"}}
