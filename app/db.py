@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from beanie import init_beanie
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient, ReturnDocument, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -179,6 +179,28 @@ async def _run_callbacks(callbacks: list[Callable[[], Any]]) -> None:
                 await outcome
         except Exception:  # the commit stands; a failed side effect must not turn into an error
             log.exception("after-commit callback failed")
+
+
+async def transition(
+    model: Any,
+    doc_id: Any,
+    from_status: str | list[str],
+    changes: dict[str, Any],
+    session: AsyncClientSession,
+    *,
+    return_before: bool = False,
+) -> Any:
+    """The at-most-once state change: apply `changes` only while the document is still in
+    `from_status` (one status or a list). Returns the document as it is after the change (or
+    before it, with return_before), or None when it had already moved on."""
+    status = {"$in": from_status} if isinstance(from_status, list) else from_status
+    doc = await model.get_pymongo_collection().find_one_and_update(
+        {"_id": doc_id, "status": status},
+        {"$set": changes},
+        session=session,
+        return_document=ReturnDocument.BEFORE if return_before else ReturnDocument.AFTER,
+    )
+    return model.model_validate(doc) if doc is not None else None
 
 
 def is_duplicate_key(exc: BaseException) -> bool:

@@ -14,11 +14,10 @@ HoldAlreadyResolved. The *_now() variants open their own transaction.
 from typing import Any
 
 from beanie import PydanticObjectId
-from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.config import get_settings
-from app.db import duplicate_key_as, run_in_transaction
+from app.db import duplicate_key_as, run_in_transaction, transition
 from app.errors import Conflict, HoldAlreadyResolved, NotFound, Unprocessable
 from app.escrow.models import EscrowTransaction, HoldStatus, Resolution
 from app.kit.money import fee_for, prorate
@@ -110,16 +109,11 @@ async def _get(session: AsyncClientSession, hold_id: PydanticObjectId) -> Escrow
 
 async def _resolve(session: AsyncClientSession, hold_id: PydanticObjectId, status: HoldStatus) -> EscrowTransaction:
     """Flip held -> status only if still held: the at-most-once guard."""
-    doc = await EscrowTransaction.get_pymongo_collection().find_one_and_update(
-        {"_id": hold_id, "status": "held"},
-        {"$set": {"status": status, "resolved_at": utcnow()}},
-        session=session,
-        return_document=ReturnDocument.AFTER,
-    )
-    if doc is None:
+    escrow = await transition(EscrowTransaction, hold_id, "held", {"status": status, "resolved_at": utcnow()}, session)
+    if escrow is None:
         await _get(session, hold_id)  # 404 when it does not exist at all
         raise HoldAlreadyResolved()
-    return EscrowTransaction.model_validate(doc)
+    return escrow
 
 
 async def _settle(

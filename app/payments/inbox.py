@@ -50,7 +50,7 @@ async def receive(payload: bytes, signature: str | None) -> InboxEvent:
     except DuplicateKeyError:
         existing = await InboxEvent.find_one(InboxEvent.source == "stripe", InboxEvent.event_id == data["id"])
         return existing or record
-    await enqueue_async(HIGH, PROCESS_TASK, str(record.id), job_id=f"stripe-event-{record.event_id}")
+    await enqueue_async(HIGH, PROCESS_TASK, str(record.id), job_id=f"stripe-event:{record.event_id}")
     return record
 
 

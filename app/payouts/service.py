@@ -18,7 +18,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.config import get_settings
-from app.db import after_commit, run_in_transaction
+from app.db import after_commit, run_in_transaction, transition
 from app.errors import PaymentProviderError, PayoutAccountMissing, PayoutBelowMinimum
 from app.escrow.service import tester_available
 from app.integrations import payments
@@ -60,8 +60,7 @@ async def request_payout(tester: User, amount_cents: int) -> Payout:
 
 
 async def enqueue_transfer(payout_id: PydanticObjectId) -> None:
-    # The job id dedupes repeats (RQ allows only [A-Za-z0-9_-]); the provider key is "payout:<id>".
-    await enqueue_async(HIGH, TRANSFER_TASK, str(payout_id), job_id=f"payout-{payout_id}")
+    await enqueue_async(HIGH, TRANSFER_TASK, str(payout_id), job_id=f"payout:{payout_id}")  # dedupes repeats
 
 
 # -- transfer (task) ----------------------------------------------------------------------------
@@ -93,9 +92,8 @@ async def _resolve(payout: Payout, status: PayoutStatus, fields: dict[str, str])
     refs = {"payout_id": str(payout.id), "transfer_id": fields.get("transfer_id")}
 
     async def settle(session: AsyncClientSession) -> bool:
-        flipped = await Payout.get_pymongo_collection().find_one_and_update(
-            {"_id": payout.id, "status": "pending"},
-            {"$set": {"status": status, "resolved_at": utcnow(), **fields}}, session=session)
+        flipped = await transition(Payout, payout.id, "pending", {"status": status, "resolved_at": utcnow(), **fields},
+                                   session)
         if flipped is None:
             return False
         await ledger.post(session, f"payout.{status}", f"payout:{payout.id}:resolve",

@@ -20,7 +20,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.config import get_settings
-from app.db import run_in_transaction
+from app.db import run_in_transaction, transition
 from app.errors import DailyLimitExceeded, DepositMismatch, InsufficientFunds, NotFound, PaymentProviderError
 from app.escrow.service import builder_available, builder_held
 from app.integrations import payments
@@ -128,14 +128,10 @@ async def _attach_intent(session: AsyncClientSession, deposit_id: PydanticObject
 
 async def _close_unpaid(session: AsyncClientSession, deposit_id: PydanticObjectId, status: str, reason: str) -> bool:
     """pending -> failed/canceled and free its quota; False when it was no longer pending."""
-    doc = await Deposit.get_pymongo_collection().find_one_and_update(
-        {"_id": deposit_id, "status": "pending"},
-        {"$set": {"status": status, "failure_reason": reason[:500], "failed_at": utcnow()}},
-        session=session, return_document=ReturnDocument.AFTER,
-    )
-    if doc is None:
+    deposit = await transition(Deposit, deposit_id, "pending",
+                               {"status": status, "failure_reason": reason[:500], "failed_at": utcnow()}, session)
+    if deposit is None:
         return False
-    deposit = Deposit.model_validate(doc)
     await _adjust_quota(session, deposit, -deposit.amount_cents)
     return True
 
@@ -180,15 +176,15 @@ async def _credit(session: AsyncClientSession, deposit: Deposit, intent_id: str)
     """pending (or failed, when the customer paid after a decline) -> succeeded, the ledger credit
     and the refundable lot, together. False when already credited."""
     now = utcnow()
-    before = await Deposit.get_pymongo_collection().find_one_and_update(
-        {"_id": deposit.id, "status": {"$in": ["pending", "failed"]}},
-        {"$set": {"status": "succeeded", "succeeded_at": now, "payment_intent_id": intent_id,
-                  "failure_reason": None, "failed_at": None}},
-        session=session, return_document=ReturnDocument.BEFORE, projection={"status": 1},
+    before = await transition(
+        Deposit, deposit.id, ["pending", "failed"],
+        {"status": "succeeded", "succeeded_at": now, "payment_intent_id": intent_id, "failure_reason": None,
+         "failed_at": None},
+        session, return_before=True,
     )
     if before is None:
         return False
-    if before["status"] == "failed":  # its quota was released; the money counts after all
+    if before.status == "failed":  # its quota was released; the money counts after all
         await _adjust_quota(session, deposit, deposit.amount_cents)
     await ledger.post(
         session, "wallet.deposit", f"deposit:{deposit.id}",
@@ -309,11 +305,7 @@ async def _record_provider_refund(refund: WalletRefund, provider: dict[str, Any]
 
 
 async def _flip_refund(session: AsyncClientSession, refund: WalletRefund, changes: dict[str, Any]) -> WalletRefund | None:
-    doc = await WalletRefund.get_pymongo_collection().find_one_and_update(
-        {"_id": refund.id, "status": "pending"}, {"$set": changes},
-        session=session, return_document=ReturnDocument.AFTER,
-    )
-    return WalletRefund.model_validate(doc) if doc else None
+    return await transition(WalletRefund, refund.id, "pending", changes, session)
 
 
 async def _current(session: AsyncClientSession, refund: WalletRefund) -> WalletRefund:

@@ -12,7 +12,7 @@ async def retry_stale_refunds() -> int:
     async with task_context():
         ids = await service.stale_refund_ids()
     for refund_id in ids:
-        await enqueue_async(HIGH, RETRY_TASK, refund_id, job_id=f"wallet-refund-{refund_id}")
+        await enqueue_async(HIGH, RETRY_TASK, refund_id, job_id=f"wallet-refund:{refund_id}")
     return len(ids)
 
 

@@ -15,7 +15,7 @@ from app.ledger.models import EXTERNAL, Journal
 from app.payouts import service as payouts
 from app.payouts.models import Payout
 from tests.fixtures.factories import drain_jobs, user_doc
-from workers.queues import HIGH, get_queue
+from workers.queues import HIGH, get_queue, safe_job_id
 from tests.payouts.conftest import PayoutDriver, earn
 
 
@@ -81,7 +81,7 @@ async def test_unknown_outcome_stays_reserved_and_is_retried(payee: PayoutDriver
     assert (await payee.listed())[0]["status"] == "pending"
     assert await payee.balance() == {"available_cents": 3_500, "pending_cents": 1_500}
 
-    get_queue(HIGH).fetch_job(f"payout-{payout_id}").set_status(JobStatus.FAILED)  # RQ's retries exhausted
+    get_queue(HIGH).fetch_job(safe_job_id(f"payout:{payout_id}")).set_status(JobStatus.FAILED)  # RQ's retries exhausted
     settings.payout_retry_after_seconds = 0
     assert await payouts.enqueue_stuck() == 1
     await drain_jobs()
