@@ -86,11 +86,16 @@ def outcome_unknown(exc: PaymentProviderError) -> bool:
 
 
 # -- Connect (simulated in the embedded default) -------------------------------------------------
+def _simulated(data: dict[str, Any]) -> Any:
+    """A provider-shaped object answered locally (STRIPE_SIMULATE_CONNECT)."""
+    return stripe.StripeObject.construct_from(data, None)
+
+
 async def create_connect_account(email: str, user_id: str) -> Any:
     if get_settings().stripe_simulate_connect:
-        return stripe.StripeObject.construct_from(
+        return _simulated(
             {"id": f"acct_sim_{user_id}", "object": "account", "type": "express", "email": email,
-             "payouts_enabled": True, "charges_enabled": True, "details_submitted": True}, None)
+             "payouts_enabled": True, "charges_enabled": True, "details_submitted": True})
     return await call(client().v1.accounts.create_async(
         params={"type": "express", "email": email, "capabilities": {"transfers": {"requested": True}},
                 "metadata": {"user_id": user_id}},
@@ -108,18 +113,18 @@ async def create_account_link(account_id: str, refresh_url: str, return_url: str
 
 async def retrieve_account(account_id: str) -> Any:
     if get_settings().stripe_simulate_connect:
-        return stripe.StripeObject.construct_from(
-            {"id": account_id, "object": "account", "payouts_enabled": True, "details_submitted": True}, None)
+        return _simulated(
+            {"id": account_id, "object": "account", "payouts_enabled": True, "details_submitted": True})
     return await call(client().v1.accounts.retrieve_async(account_id))
 
 
 async def create_transfer(amount_cents: int, destination: str, metadata: dict[str, str],
                           idempotency_key: str) -> Any:
     if get_settings().stripe_simulate_connect:
-        return stripe.StripeObject.construct_from(
+        return _simulated(
             {"id": f"tr_sim_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:24]}", "object": "transfer",
              "amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata,
-             "reversed": False}, None)
+             "reversed": False})
     return await call(client().v1.transfers.create_async(
         params={"amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata},
         options=_opts(idempotency_key)))
@@ -127,8 +132,8 @@ async def create_transfer(amount_cents: int, destination: str, metadata: dict[st
 
 async def retrieve_transfer(transfer_id: str) -> Any:
     if get_settings().stripe_simulate_connect:  # simulated transfers are never reversed
-        return stripe.StripeObject.construct_from(
-            {"id": transfer_id, "object": "transfer", "amount_reversed": 0, "reversed": False}, None)
+        return _simulated(
+            {"id": transfer_id, "object": "transfer", "amount_reversed": 0, "reversed": False})
     return await call(client().v1.transfers.retrieve_async(transfer_id))
 
 

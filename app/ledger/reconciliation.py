@@ -7,13 +7,11 @@ and correct nothing (an operator decides what a difference means).
     stuck_payouts   payouts still pending after their retry window (no provider call)
 
 Records created within settings.reconciliation_window_days are compared. A check that cannot run
-(Connect simulated, wallet domain absent) is listed under `skipped`, never passed silently.
+(Connect simulated) is listed under `skipped`, never passed silently.
 """
 
-import importlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 from app.config import get_settings
@@ -22,6 +20,7 @@ from app.integrations import payments
 from app.kit.timeutil import utcnow
 from app.ledger.models import ReconciliationReport
 from app.payouts.models import Payout
+from app.wallet.models import Deposit, WalletRefund
 
 Mismatch = dict[str, Any]
 # Our status -> the provider statuses that agree with it.
@@ -53,17 +52,9 @@ async def _fetch(kind: str, record: Any, provider_id: str, retrieve: Callable[[s
         return None, _mismatch(kind, record, provider_id, issue, ours, {"error": exc.detail})
 
 
-def _wallet_models() -> ModuleType:
-    try:
-        return importlib.import_module("app.wallet.models")
-    except ImportError:
-        raise SkipCheck("the wallet domain (app.wallet.models) is not present") from None
-
-
 # -- checks: each returns (records compared, mismatches) -----------------------------------------
 async def _deposits(since: datetime) -> tuple[int, list[Mismatch]]:
-    deposit_model = _wallet_models().Deposit
-    deposits = await deposit_model.find({"created_at": {"$gte": since}, "payment_intent_id": {"$ne": None}}).to_list()
+    deposits = await Deposit.find({"created_at": {"$gte": since}, "payment_intent_id": {"$ne": None}}).to_list()
     found: list[Mismatch] = []
     for deposit in deposits:
         ours = {"status": deposit.status, "amount_cents": deposit.amount_cents}
@@ -81,8 +72,7 @@ async def _deposits(since: datetime) -> tuple[int, list[Mismatch]]:
 
 
 async def _refunds(since: datetime) -> tuple[int, list[Mismatch]]:
-    refund_model = _wallet_models().WalletRefund
-    refunds = await refund_model.find({"created_at": {"$gte": since}}).to_list()
+    refunds = await WalletRefund.find({"created_at": {"$gte": since}}).to_list()
     found: list[Mismatch] = []
     for refund in refunds:
         ours = {"status": refund.status, "amount_cents": refund.amount_cents,
