@@ -1,17 +1,15 @@
-"""Mounts every domain router under /api."""
+"""Mounts every domain's router (app/<domain>/router.py) under /api. Found, not listed: a new
+domain's routes appear by existing. The operations routes (health, metrics) stay at the root."""
+
+import importlib
 
 from fastapi import APIRouter
 
-from app.auth.router import router as auth_router
-from app.escrow.router import router as escrow_router
-from app.ledger.router import router as ledger_router
-from app.payments.router import router as payments_router
-from app.payouts.router import router as payouts_router
-from app.users.router import router as users_router
-from app.wallet.router import router as wallet_router
+from app import registry
+
+ROOT_LEVEL = {"app.ops.router"}
 
 api_router = APIRouter(prefix="/api")
-for domain_router in (
-    auth_router, users_router, escrow_router, ledger_router, payments_router, payouts_router, wallet_router,
-):
-    api_router.include_router(domain_router)
+for module_name in registry.domain_modules("router"):
+    if module_name not in ROOT_LEVEL:
+        api_router.include_router(importlib.import_module(module_name).router)

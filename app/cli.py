@@ -15,6 +15,10 @@ console = Console()
 
 
 def run_with_db(work: Callable[[], Awaitable[Any]]) -> Any:
+    from app import registry
+
+    registry.load()
+
     async def runner() -> Any:
         await db.connect(get_settings())
         try:
@@ -54,7 +58,7 @@ def ledger_check() -> None:
 @cli.command("reconcile")
 def reconcile() -> None:
     """Compare deposits, refunds and transfers with the payment provider; exits 1 on any mismatch."""
-    from app.ledger import reconciliation
+    from app.reconciliation import service as reconciliation
 
     report = run_with_db(reconciliation.reconcile)
     for name, why in report.skipped.items():
@@ -63,6 +67,41 @@ def reconcile() -> None:
         console.print(f"[red]mismatch[/red] {mismatch}")
     console.print(f"[{'green' if report.ok else 'red'}]ok={report.ok}[/] checked={report.checked} report={report.id}")
     raise typer.Exit(0 if report.ok else 1)
+
+
+outbox_cli = typer.Typer(help="Durable after-commit work: list and replay dead-lettered tasks", no_args_is_help=True)
+cli.add_typer(outbox_cli, name="outbox")
+
+
+@outbox_cli.command("list")
+def outbox_list(status: str = typer.Option("dead", help="pending, done or dead"),
+                limit: int = typer.Option(50, min=1, max=100)) -> None:
+    """List outbox tasks (by default the dead-lettered ones, which wait for an operator)."""
+    from rich.table import Table
+
+    from app.kit.pagination import PageParams
+    from app.outbox import service as outbox
+
+    tasks, _ = run_with_db(lambda: outbox.tasks(status, PageParams(limit=limit, cursor=None)))
+    table = Table("id", "label", "status", "attempts", "last error", "created")
+    for task in tasks:
+        table.add_row(task.id, task.label, task.status, str(task.attempts), (task.last_error or "")[:80],
+                      task.created_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+@outbox_cli.command("replay")
+def outbox_replay(task_id: str) -> None:
+    """Give a dead-lettered task a fresh set of attempts; the worker runs it at once."""
+    from app.errors import AppError
+    from app.outbox import service as outbox
+
+    try:
+        task = run_with_db(lambda: outbox.replay(task_id))
+    except AppError as exc:
+        console.print(f"[red]error[/red] {exc.code}: {exc.detail}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]replayed[/green] {task.id} ({task.label}): due now, {task.max_attempts} attempts")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,20 @@ class Settings(BaseSettings):
     membership_grace_seconds: int = 24 * 3600  # renewal webhooks may land a little after the period end
     reconciliation_window_days: int = 7
     idempotency_ttl_seconds: int = 24 * 3600
+    # A key whose request died mid-flight is taken over (and resumed) after this lease.
+    idempotency_lease_seconds: int = 60
+
+    # Durable after-commit work (app/outbox): the sweep re-sends due tasks whose queue hint was lost.
+    outbox_sweep_seconds: int = 10
+    outbox_lease_seconds: int = 300  # a task running longer is presumed dead and retried
+    outbox_retry_base_seconds: float = 5.0
+    outbox_retry_max_seconds: float = 3600.0
+    outbox_max_attempts: int = 12
+    outbox_max_age_seconds: int = 48 * 3600  # older failing tasks are dead-lettered
+    deposit_abandon_after_seconds: int = 24 * 3600  # unpaid deposits are cancelled and free their quota
+    health_probe_seconds: float = 5.0
+    # Test seams (app/kit/faults.py): "point=action,...". Ignored outside dev and test.
+    faults: str = ""
 
     @property
     def is_production_like(self) -> bool:

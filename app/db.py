@@ -1,4 +1,4 @@
-"""The Mongo client, the document model list, and the transaction helper."""
+"""The Mongo client, command counting, and the transaction helper."""
 
 import asyncio
 import contextvars
@@ -17,26 +17,10 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from app.config import Settings
+from app.kit import faults
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DOCUMENT_MODELS: list[str] = [
-    "app.users.models.User",
-    "app.auth.models.RefreshToken",
-    "app.auth.models.OneTimeToken",
-    "app.ledger.models.Journal",
-    "app.ledger.models.AccountBalance",
-    "app.ledger.models.ReconciliationReport",
-    "app.escrow.models.EscrowTransaction",
-    "app.kit.idempotency.IdempotencyRecord",
-    "app.payments.models.InboxEvent",
-    "app.payouts.models.Payout",
-    "app.wallet.models.Deposit",
-    "app.wallet.models.DepositQuota",
-    "app.wallet.models.WalletAllocation",
-    "app.wallet.models.WalletRefund",
-]
 
 
 # -- command counting (benchmarks and N+1 checks) ----------------------------------------------
@@ -77,10 +61,13 @@ def is_connected_here() -> bool:
 
 
 async def connect(settings: Settings, *, create_indexes: bool = True) -> AsyncMongoClient:
+    from app import registry
+
     client: AsyncMongoClient = AsyncMongoClient(
         settings.mongo_uri, tz_aware=True, event_listeners=[CommandCounter()], serverSelectionTimeoutMS=5000
     )
-    await init_beanie(database=client[settings.mongo_db], document_models=DOCUMENT_MODELS, skip_indexes=not create_indexes)
+    await init_beanie(database=client[settings.mongo_db], document_models=registry.document_models(),
+                      skip_indexes=not create_indexes)
     _state.update(client=client, loop=asyncio.get_running_loop())
     return client
 
@@ -114,12 +101,24 @@ def after_commit(callback: Callable[[], Any]) -> None:
     pending.append(callback)
 
 
-def _is_retryable(exc: PyMongoError) -> bool:
-    if "Write conflict" in str(exc):  # mongoeco's unlabelled conflict
+def _is_write_conflict(exc: PyMongoError) -> bool:
+    return "Write conflict" in str(exc)  # mongoeco's unlabelled conflict: the transaction was aborted
+
+
+def _body_must_rerun(exc: PyMongoError) -> bool:
+    """The transaction certainly did not commit: run the whole body again in a new one."""
+    if _is_write_conflict(exc):
         return True
-    if isinstance(exc, ConnectionFailure):
-        return True
-    return exc.has_error_label("TransientTransactionError") or exc.has_error_label("UnknownTransactionCommitResult")
+    return exc.has_error_label("TransientTransactionError") or (
+        isinstance(exc, ConnectionFailure) and not exc.has_error_label("UnknownTransactionCommitResult")
+    )
+
+
+def _commit_result_unknown(exc: PyMongoError) -> bool:
+    """The commit may have happened: retry the commit alone, never the body (as the driver does)."""
+    if _is_write_conflict(exc):
+        return False
+    return exc.has_error_label("UnknownTransactionCommitResult") or isinstance(exc, ConnectionFailure)
 
 
 async def _end_server_session(client: AsyncMongoClient, session: AsyncClientSession) -> None:
@@ -133,10 +132,13 @@ async def _end_server_session(client: AsyncMongoClient, session: AsyncClientSess
 async def run_in_transaction(
     fn: Callable[[AsyncClientSession], Awaitable[T]], *, timeout: float | None = None
 ) -> T:
-    """Run fn(session) in a snapshot/majority transaction, retrying conflicts with jittered backoff.
+    """Run fn(session) in a snapshot/majority transaction.
 
-    fn may run more than once, so it must only touch the database through `session` and defer
-    side effects with after_commit().
+    A conflict or a transient error before the commit reruns fn in a new transaction (with
+    jittered backoff), so fn must only touch the database through `session`, defer side effects
+    with after_commit(), and make its ids before it is called. A commit whose result is unknown
+    is retried as a commit only, like PyMongo's with_transaction: the body never runs twice for a
+    transaction that may have committed.
     """
     from app.config import get_settings
 
@@ -151,13 +153,10 @@ async def run_in_transaction(
         try:
             async with client.start_session() as session:
                 try:
-                    async with await session.start_transaction(
-                        read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
-                    ):
-                        result = await fn(session)
+                    result = await _attempt(session, fn, deadline)
                 except PyMongoError as exc:
                     await _end_server_session(client, session)
-                    if not _is_retryable(exc) or time.monotonic() >= deadline:
+                    if not _body_must_rerun(exc) or time.monotonic() >= deadline:
                         raise
                     await asyncio.sleep(_backoff(attempt))
                     continue
@@ -165,6 +164,37 @@ async def run_in_transaction(
             _after_commit.reset(token)
         await _run_callbacks(callbacks)
         return result
+
+
+async def _attempt(session: AsyncClientSession, fn: Callable[[AsyncClientSession], Awaitable[T]],
+                   deadline: float) -> T:
+    await session.start_transaction(read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority"))
+    try:
+        result = await fn(session)
+    except BaseException:
+        if session.in_transaction:
+            try:
+                await session.abort_transaction()
+            except PyMongoError as exc:
+                log.warning("abortTransaction failed: %s", exc)
+        raise
+    await _commit(session, deadline)
+    return result
+
+
+async def _commit(session: AsyncClientSession, deadline: float) -> None:
+    retry = 0
+    while True:
+        try:
+            await session.commit_transaction()  # a repeat re-sends commitTransaction for the same txn
+            await faults.hit("transaction.after_commit")
+            return
+        except PyMongoError as exc:
+            if not _commit_result_unknown(exc) or time.monotonic() >= deadline:
+                raise
+            retry += 1
+            log.warning("commit result unknown (%s); retrying the commit", exc)
+            await asyncio.sleep(_backoff(retry))
 
 
 def _backoff(attempt: int) -> float:

@@ -92,7 +92,7 @@ class WeakPassword(Unprocessable):
 
 
 class InvalidOneTimeToken(AppError):
-    status_code, code, default_detail = 400, "invalid_token", "The token is invalid, expired or already used."
+    status_code, code, default_detail = 400, "invalid_one_time_token", "The token is invalid, expired or already used."
 
 
 # -- money --------------------------------------------------------------------------------------

@@ -1,16 +1,17 @@
 """create_app(): the FastAPI application with its lifespan, middleware and routers."""
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import db
+from app import db, registry
 from app.api import api_router
 from app.config import Settings, get_settings
 from app.kit.logging import setup_logging
 from app.kit.redis import close_redis
-from app.ops import handlers
+from app.ops import handlers, health
 from app.ops.middleware import RequestContextMiddleware
 from app.ops.router import router as ops_router
 
@@ -25,14 +26,18 @@ def _init_sentry(settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level)
+    registry.load()
     _init_sentry(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         await db.connect(settings)
+        await health.probe()
+        monitor = asyncio.create_task(health.run_forever())
         try:
             yield
         finally:
+            monitor.cancel()
             await db.disconnect()
             await close_redis()
 

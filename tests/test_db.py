@@ -61,6 +61,9 @@ async def test_writes_after_a_conflict_are_visible_to_other_clients():
         await coll.drop()
 
 
-def test_documents_are_registered():
-    assert issubclass(User, Document)
-    assert "app.users.models.User" in db.DOCUMENT_MODELS
+def test_documents_are_found_without_a_list():
+    from app import registry
+    from app.outbox.models import OutboxTask
+
+    models = registry.document_models()
+    assert User in models and OutboxTask in models and all(issubclass(m, Document) for m in models)

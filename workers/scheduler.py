@@ -1,52 +1,107 @@
-"""python -m workers.scheduler: registers the periodic sweeps, then runs rq-scheduler.
+"""python -m workers.scheduler: schedules every periodic task registered with app.kit.periodic and
+hands each one to a worker when it is due.
 
-Each sweep finds due items and enqueues one job per item with a deterministic id, so a missed
-tick only delays work and a repeated tick does nothing.
+It rides out Redis faults: an error is logged and retried with backoff, never fatal, and after
+Redis comes back (even empty, after a restart) the periodic jobs are registered again. Each
+periodic task is a sweep that hands out one job per due item with a deterministic id, so a missed
+tick only delays work and a repeated one does nothing.
 """
 
 import logging
+import signal
+import time
+from datetime import UTC, datetime
 
+from redis.exceptions import RedisError
 from rq_scheduler import Scheduler
 
+from app import registry
 from app.config import get_settings
+from app.kit import periodic
 from app.kit.logging import setup_logging
+from app.kit.queue import safe_job_id
 from app.kit.redis import get_sync_redis
-from workers.queues import HIGH, LOW, safe_job_id
 
-# (cron, task path, queue): later issues add auto-release, escalation, webhook retries...
-PERIODIC: list[tuple[str, str, str]] = [
-    ("*/10 * * * *", "app.payouts.tasks.retry_stuck", HIGH),
-    ("17 3 * * *", "app.ledger.tasks.reconcile", LOW),
-    ("*/5 * * * *", "app.wallet.tasks.retry_stale_refunds", HIGH),
-]
+log = logging.getLogger("workers.scheduler")
+BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+RESULT_TTL = 600
 
 
-def cron_job_id(func: str) -> str:
-    return safe_job_id(f"cron-{func}")
+def periodic_job_id(func: str) -> str:
+    return safe_job_id(f"periodic-{func}")
 
 
 def register(scheduler: Scheduler) -> None:
-    wanted = {cron_job_id(func) for _, func, _ in PERIODIC}
+    """(Re)create every periodic job, and drop ours that are no longer registered."""
+    wanted = {periodic_job_id(p.func) for p in periodic.registered()}
     for job in scheduler.get_jobs():
-        if job.id.startswith("cron-") and job.id not in wanted:
+        if job.id.startswith(("periodic-", "cron-")) and job.id not in wanted:
             scheduler.cancel(job)
-    for cron, func, queue in PERIODIC:
-        job_id = cron_job_id(func)
-        if job_id in scheduler:
-            scheduler.cancel(job_id)
-        scheduler.cron(cron, func=func, id=job_id, queue_name=queue, result_ttl=3600, use_local_timezone=False)
+    for task in periodic.registered():
+        _schedule(scheduler, task)
+
+
+def ensure_registered(scheduler: Scheduler) -> None:
+    """Put back any periodic job Redis lost (a restart wipes it)."""
+    for task in periodic.registered():
+        if periodic_job_id(task.func) not in scheduler:
+            log.warning("periodic job %s was missing (Redis restarted?); registering it again", task.func)
+            _schedule(scheduler, task)
+
+
+def _schedule(scheduler: Scheduler, task: periodic.Periodic) -> None:
+    job_id = periodic_job_id(task.func)
+    if job_id in scheduler:
+        scheduler.cancel(job_id)
+    if task.cron:
+        scheduler.cron(task.cron, func=task.func, id=job_id, queue_name=task.queue, result_ttl=RESULT_TTL,
+                       use_local_timezone=False)
+    else:
+        scheduler.schedule(datetime.now(UTC).replace(tzinfo=None), task.func, interval=task.interval_seconds(),
+                           repeat=None, id=job_id, queue_name=task.queue, result_ttl=RESULT_TTL)
+
+
+def poll_seconds() -> float:
+    """Half the shortest interval (at least 1 s, at most 30 s), so a sweep runs close to its period."""
+    intervals = [p.interval_seconds() for p in periodic.registered() if p.every]
+    return max(1.0, min([30.0, *(i / 2 for i in intervals)]))
 
 
 def main() -> None:
     settings = get_settings()
     setup_logging(settings.log_level)
-    scheduler = Scheduler(connection=get_sync_redis(), interval=30)
-    register(scheduler)
-    logging.getLogger(__name__).info("scheduler started with %d periodic jobs", len(PERIODIC))
-    scheduler.run()
+    registry.load()
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    poll = poll_seconds()
+    log.info("scheduler started: %d periodic jobs, polling every %.1fs", len(periodic.registered()), poll)
+    scheduler, delay = None, BACKOFF_START
+    while not stopping:
+        try:
+            if scheduler is None:
+                scheduler = Scheduler(connection=get_sync_redis(), interval=poll)
+                register(scheduler)
+            ensure_registered(scheduler)
+            if scheduler.acquire_lock():
+                try:
+                    scheduler.enqueue_jobs()
+                finally:
+                    scheduler.remove_lock()
+            delay = BACKOFF_START
+            wait = poll
+        except RedisError as exc:
+            log.warning("scheduler: Redis unavailable (%s); retrying in %.1fs", exc, delay)
+            wait, delay = delay, min(delay * 2, BACKOFF_MAX)
+        _sleep(wait, stopping)
+    log.info("scheduler stopped")
+
+
+def _sleep(seconds: float, stopping: list[int]) -> None:
+    end = time.monotonic() + seconds
+    while not stopping and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
     main()
-
-__all__ = ["HIGH", "LOW", "PERIODIC", "register"]

@@ -9,7 +9,7 @@ from app.auth.models import OneTimeToken, RefreshToken
 from app.auth.passwords import check_strength
 from app.auth.schemas import RegisterIn, TokenPair
 from app.config import get_settings
-from app.db import after_commit, duplicate_key_as, run_in_transaction
+from app.db import duplicate_key_as, run_in_transaction
 from app.errors import (
     AccountDisabled,
     EmailNotVerified,
@@ -36,7 +36,7 @@ async def register(data: RegisterIn) -> User:
         user = User(email=email, password_hash=password_hash, role=data.role, display_name=data.display_name)
         await user.insert(session=session)
         token = await _issue_one_time_token(session, user, "verify_email")
-        after_commit(lambda: _send_verification(user, token))
+        await _send_verification(session, user, token)
         return user
 
     with duplicate_key_as(EmailTaken):
@@ -50,7 +50,7 @@ async def resend_verification(email: str) -> None:
 
     async def issue(session: AsyncClientSession) -> None:
         token = await _issue_one_time_token(session, user, "verify_email")
-        after_commit(lambda: _send_verification(user, token))
+        await _send_verification(session, user, token)
 
     await run_in_transaction(issue)
 
@@ -122,7 +122,7 @@ async def request_password_reset(email: str, client_ip: str) -> None:
 
     async def issue(session: AsyncClientSession) -> None:
         token = await _issue_one_time_token(session, user, "password_reset")
-        after_commit(lambda: _send_reset(user, token))
+        await _send_reset(session, user, token)
 
     await run_in_transaction(issue)
 
@@ -196,20 +196,22 @@ async def _consume_one_time_token(session: AsyncClientSession, raw: str, purpose
     return record
 
 
-async def _send_verification(user: User, token: str) -> None:
-    await _send_token_mail(user, token, "Verify your PeerTest Hub email", "verify-email",
+async def _send_verification(session: AsyncClientSession, user: User, token: str) -> None:
+    await _send_token_mail(session, user, token, "Verify your PeerTest Hub email", "verify-email",
                            "Confirm your email address", "The token expires in 24 hours and works once.")
 
 
-async def _send_reset(user: User, token: str) -> None:
-    await _send_token_mail(user, token, "Reset your PeerTest Hub password", "reset-password",
+async def _send_reset(session: AsyncClientSession, user: User, token: str) -> None:
+    await _send_token_mail(session, user, token, "Reset your PeerTest Hub password", "reset-password",
                            "Someone asked to reset your password. To choose a new one",
                            "It expires in one hour and works once. If this was not you, ignore this email.")
 
 
-async def _send_token_mail(user: User, token: str, subject: str, page: str, action: str, expiry: str) -> None:
+async def _send_token_mail(session: AsyncClientSession, user: User, token: str, subject: str, page: str,
+                           action: str, expiry: str) -> None:
     link = f"{get_settings().frontend_base_url}/{page}?token={token}"
-    await notifications.queue_email(
+    await notifications.email(
+        session,
         user.email,
         subject,
         f"Hi {user.display_name},\n\n{action}, open:\n{link}\n\n"

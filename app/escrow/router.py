@@ -4,9 +4,8 @@ from fastapi import APIRouter, Depends, Query
 
 from app.auth.dependencies import CurrentUser
 from app.escrow import service
-from app.escrow.models import EscrowTransaction
 from app.escrow.schemas import Escrow
-from app.kit.pagination import Page, PageParams, paginate
+from app.kit.pagination import Page, PageParams
 
 router = APIRouter(prefix="/escrow", tags=["escrow"])
 
@@ -18,6 +17,5 @@ async def list_holds(
     status: Literal["held", "released", "refunded", "voided", "split"] | None = Query(None),
 ) -> Page[Escrow]:
     """Builders see holds on their wallet, testers holds in their favour, admins all."""
-    filters = service.visible_filter(user) | ({"status": status} if status else {})
-    docs, nxt = await paginate(EscrowTransaction, filters, page)
+    docs, nxt = await service.visible_holds(user, status, page)
     return Page(items=[Escrow.of(d) for d in docs], next=nxt)

@@ -8,7 +8,9 @@ and dispute resolution.
 
 Each takes the caller's transaction session so the hold commits with the job/submission change.
 A hold resolves at most once: the status flip is conditional, a second attempt raises
-HoldAlreadyResolved. The *_now() variants open their own transaction.
+HoldAlreadyResolved. hold() is idempotent on its key: the caller makes the key before the
+transaction (e.g. "assignment:<id>" with the id made from the request), so a retried request gets
+the same hold back instead of a second one. The *_now() variants open their own transaction.
 """
 
 from typing import Any
@@ -21,25 +23,14 @@ from app.db import duplicate_key_as, run_in_transaction, transition
 from app.errors import Conflict, HoldAlreadyResolved, NotFound, Unprocessable
 from app.escrow.models import EscrowTransaction, HoldStatus, Resolution
 from app.kit.money import fee_for, prorate
+from app.kit.pagination import PageParams, paginate
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger
-from app.ledger.models import REVENUE, account
+from app.ledger.accounts import REVENUE, builder_available, builder_held, tester_available
 
 
 class HoldExists(Conflict):
-    code, default_detail = "hold_exists", "A hold for this reason already exists."
-
-
-def builder_available(builder_id: Any) -> str:
-    return account("builder", builder_id, "available")
-
-
-def builder_held(builder_id: Any) -> str:
-    return account("builder", builder_id, "held")
-
-
-def tester_available(tester_id: Any) -> str:
-    return account("tester", tester_id, "available")
+    code, default_detail = "hold_exists", "A different hold for this reason already exists."
 
 
 async def hold(
@@ -54,6 +45,10 @@ async def hold(
     if payout_cents <= 0:
         raise Unprocessable("payout must be positive")
     fee = fee_for(payout_cents, get_settings().platform_fee_bps)
+    if (existing := await EscrowTransaction.find_one({"key": key}, session=session)) is not None:
+        if (existing.builder_id, existing.tester_id, existing.amount_cents) != (builder_id, tester_id, payout_cents):
+            raise HoldExists()
+        return existing  # the same request, retried
     escrow = EscrowTransaction(
         key=key,
         builder_id=builder_id,
@@ -159,7 +154,12 @@ def visible_filter(user) -> dict[str, Any]:
     return {"builder_id": user.id} if user.role == "builder" else {"tester_id": user.id}
 
 
+async def visible_holds(user, status: str | None, page: PageParams) -> tuple[list[EscrowTransaction], str | None]:
+    """Builders see holds on their wallet, testers holds in their favour, admins all."""
+    return await paginate(EscrowTransaction, visible_filter(user) | ({"status": status} if status else {}), page)
+
+
 @ledger.register_expectation
-async def held_equals_open_holds() -> tuple[str, str, dict[str, int]]:
-    totals = await ledger.open_totals(EscrowTransaction, "held", "builder_id", {"$add": ["$amount_cents", "$fee_cents"]})
+async def held_equals_open_holds(session: AsyncClientSession) -> tuple[str, str, dict[str, int]]:
+    totals = await ledger.open_totals(session, EscrowTransaction, "held", "builder_id", {"$add": ["$amount_cents", "$fee_cents"]})
     return "held_equals_open_holds", "held", {builder_held(owner): cents for owner, cents in totals.items()}

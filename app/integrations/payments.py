@@ -57,6 +57,10 @@ async def retrieve_payment_intent(payment_intent_id: str) -> Any:
     return await call(client().v1.payment_intents.retrieve_async(payment_intent_id))
 
 
+async def cancel_payment_intent(payment_intent_id: str, idempotency_key: str) -> Any:
+    return await call(client().v1.payment_intents.cancel_async(payment_intent_id, options=_opts(idempotency_key)))
+
+
 async def create_refund(payment_intent_id: str, amount_cents: int, metadata: dict[str, str],
                         idempotency_key: str) -> Any:
     return await call(client().v1.refunds.create_async(
@@ -72,6 +76,37 @@ async def list_refunds(payment_intent_id: str) -> list[Any]:
     """The refunds of one PaymentIntent (newest first), to find one whose creation outcome we missed."""
     page = await call(client().v1.refunds.list_async(params={"payment_intent": payment_intent_id, "limit": 100}))
     return list(page.data)
+
+
+async def retrieve_dispute(dispute_id: str) -> Any:
+    return await call(client().v1.disputes.retrieve_async(dispute_id))
+
+
+async def list_payment_intents(created_since: int) -> list[Any]:
+    """PaymentIntents created since a unix time, newest first. localstripe takes no `created`
+    filter, so there the filter is applied here."""
+    params: dict[str, Any] = {"limit": 100, "created": {"gte": created_since}}
+    try:
+        page = await call(client().v1.payment_intents.list_async(params=params))
+    except PaymentProviderError as exc:
+        if outcome_unknown(exc):
+            raise
+        page = await call(client().v1.payment_intents.list_async(params={"limit": 100}))
+    return [pi for pi in await _every(page) if pi.created >= created_since]
+
+
+async def list_disputes(created_since: int) -> list[Any]:
+    return await _every(await call(client().v1.disputes.list_async(
+        params={"limit": 100, "created": {"gte": created_since}})))
+
+
+async def _every(page: Any) -> list[Any]:
+    """Every item of a list, following the pages."""
+
+    async def collect() -> list[Any]:
+        return [item async for item in page.auto_paging_iter()]
+
+    return await call(collect())
 
 
 def outcome_unknown(exc: PaymentProviderError) -> bool:
@@ -173,6 +208,12 @@ async def create_subscription(customer_id: str, plan_id: str, metadata: dict[str
 
 async def retrieve_subscription(subscription_id: str) -> Any:
     return await call(client().v1.subscriptions.retrieve_async(subscription_id))
+
+
+async def list_subscriptions(customer_id: str) -> list[dict[str, Any]]:
+    """The customer's subscriptions that are not cancelled or expired."""
+    page = await call(client().v1.subscriptions.list_async(params={"customer": customer_id, "limit": 100}))
+    return [sub.to_dict() for sub in page.data]
 
 
 async def cancel_subscription(subscription_id: str) -> Any:

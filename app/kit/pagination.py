@@ -29,7 +29,7 @@ class PageParams:
     def __init__(
         self,
         limit: int = Query(20, ge=1, le=100, description="page size (max 100)"),
-        cursor: str | None = Query(None, max_length=64, description="the `next` value of the previous page"),
+        cursor: str | None = Query(None, max_length=256, description="the `next` value of the previous page"),
     ):
         self.limit = limit
         self.cursor = cursor
@@ -40,7 +40,9 @@ class PageParams:
         try:
             millis, raw_id = self.cursor.split("_", 1)
             at = datetime.fromtimestamp(int(millis) / 1000, UTC)
-            last_id = ObjectId(raw_id)
+            last_id: Any = ObjectId(raw_id) if ObjectId.is_valid(raw_id) else raw_id  # string keys too
+            if not raw_id:
+                raise ValueError("empty id")
         except (ValueError, InvalidId, OverflowError, OSError):
             raise Unprocessable("invalid cursor") from None
         return {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last_id}}]}

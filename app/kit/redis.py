@@ -27,3 +27,9 @@ async def close_redis() -> None:
 @lru_cache
 def get_sync_redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+
+async def reset_clients() -> None:
+    """Forget both clients (a test pointing the app at another Redis)."""
+    await close_redis()
+    get_sync_redis.cache_clear()

@@ -7,14 +7,6 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from app.kit.timeutil import utcnow
 
-EXTERNAL = "external:stripe"
-REVENUE = "platform:revenue"
-
-
-def account(role: str, owner_id: Any, bucket: str) -> str:
-    """builder:{id}:available, builder:{id}:held, tester:{id}:available, tester:{id}:payout_pending ..."""
-    return f"{role}:{owner_id}:{bucket}"
-
 
 class Posting(BaseModel):
     account: str
@@ -52,16 +44,3 @@ class AccountBalance(Document):
 
     class Settings:
         name = "account_balances"
-
-
-class ReconciliationReport(Document):
-    started_at: datetime
-    finished_at: datetime | None = None
-    checked: dict[str, int] = Field(default_factory=dict)
-    skipped: dict[str, str] = Field(default_factory=dict)  # check name -> why it could not run
-    mismatches: list[dict[str, Any]] = Field(default_factory=list)
-    ok: bool = True
-
-    class Settings:
-        name = "reconciliation_reports"
-        indexes = [IndexModel([("started_at", DESCENDING)])]

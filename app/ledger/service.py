@@ -4,19 +4,16 @@ Every function taking a `session` must be called inside run_in_transaction(); it
 the caller's own state changes (a hold, a job slot, a submission) so they commit together.
 """
 
-import importlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from app.db import duplicate_key_as
+from app.db import duplicate_key_as, run_in_transaction
 from app.errors import Conflict, InsufficientFunds
 from app.kit.timeutil import utcnow
-from app.ledger.models import EXTERNAL, AccountBalance, Journal, Posting
-
-# Accounts allowed below zero: money outside the platform.
-UNBOUNDED_ACCOUNTS = frozenset({EXTERNAL})
+from app.ledger.accounts import RECEIVABLE, may_go_negative
+from app.ledger.models import AccountBalance, Journal, Posting
 
 
 class JournalAlreadyPosted(Conflict):
@@ -71,7 +68,7 @@ async def post(
 async def _apply(session: AsyncClientSession, line: Posting) -> None:
     coll = AccountBalance.get_pymongo_collection()
     update = {"$inc": {"balance": line.amount}, "$set": {"updated_at": utcnow()}}
-    if line.amount > 0 or line.account in UNBOUNDED_ACCOUNTS:
+    if line.amount > 0 or may_go_negative(line.account):
         await coll.update_one({"_id": line.account}, update, upsert=True, session=session)
         return
     guard = {"_id": line.account, "balance": {"$gte": -line.amount}}
@@ -93,13 +90,11 @@ async def balance(account_name: str, session: AsyncClientSession | None = None) 
 
 
 # -- invariants ---------------------------------------------------------------------------------
-# Each money domain registers what one bucket of accounts must hold, e.g. escrow says
-# "every builder:X:held equals the sum of X's open holds".
-# Signature: () -> (check name, account suffix, {account: expected cents}).
-ExpectedBalances = Callable[[], Awaitable[tuple[str, str, dict[str, int]]]]
+# Each money domain registers, where it is defined, what one bucket of accounts must hold, e.g.
+# escrow says "every builder:X:held equals the sum of X's open holds".
+# Signature: (session) -> (check name, account suffix, {account: expected cents}).
+ExpectedBalances = Callable[[AsyncClientSession], Awaitable[tuple[str, str, dict[str, int]]]]
 _expectations: list[ExpectedBalances] = []
-# Modules that register expectations when imported.
-EXPECTATION_MODULES = ("app.escrow.service", "app.payouts.service", "app.wallet.service")
 
 
 def register_expectation(fn: ExpectedBalances) -> ExpectedBalances:
@@ -108,28 +103,32 @@ def register_expectation(fn: ExpectedBalances) -> ExpectedBalances:
 
 
 async def check_invariants() -> dict[str, Any]:
-    """Journals sum to zero; each balance equals its postings; nothing bounded is negative;
-    each registered bucket (held, payout_pending, ...) equals the open items behind it."""
-    for module in EXPECTATION_MODULES:
-        importlib.import_module(module)
+    """Journals sum to zero; each balance equals its postings; nothing bounded is negative and no
+    receivable is positive; each registered bucket (held, payout_pending, ...) equals the open items
+    behind it. Everything is read in one snapshot, so concurrent traffic shows no false violations."""
+    return await run_in_transaction(_check)
+
+
+async def _check(session: AsyncClientSession) -> dict[str, Any]:
     violations: list[dict[str, Any]] = []
     pipeline = [{"$unwind": "$postings"}, {"$group": {"_id": "$postings.account", "sum": {"$sum": "$postings.amount"}}}]
-    cursor = await Journal.get_pymongo_collection().aggregate(pipeline)
+    cursor = await Journal.get_pymongo_collection().aggregate(pipeline, session=session)
     posted = {row["_id"]: row["sum"] for row in await cursor.to_list()}
-    stored = {d.id: d.balance for d in await AccountBalance.find_all().to_list()}
+    stored = {d["_id"]: d["balance"] async for d in AccountBalance.get_pymongo_collection().find({}, session=session)}
 
     if (total := sum(posted.values())) != 0:
         violations.append({"check": "journals_sum_to_zero", "total_cents": total})
     for name in sorted(set(posted) | set(stored)):
-        if posted.get(name, 0) != stored.get(name, 0):
-            violations.append(
-                {"check": "balance_matches_postings", "account": name,
-                 "balance_cents": stored.get(name, 0), "postings_cents": posted.get(name, 0)}
-            )
-        if stored.get(name, 0) < 0 and name not in UNBOUNDED_ACCOUNTS:
-            violations.append({"check": "no_negative_balance", "account": name, "balance_cents": stored[name]})
+        balance = stored.get(name, 0)
+        if posted.get(name, 0) != balance:
+            violations.append({"check": "balance_matches_postings", "account": name, "balance_cents": balance,
+                               "postings_cents": posted.get(name, 0)})
+        if balance < 0 and not may_go_negative(name):
+            violations.append({"check": "no_negative_balance", "account": name, "balance_cents": balance})
+        if balance > 0 and name.endswith(f":{RECEIVABLE}"):
+            violations.append({"check": "receivable_not_positive", "account": name, "balance_cents": balance})
     for expectation in _expectations:
-        check, suffix, expected = await expectation()
+        check, suffix, expected = await expectation(session)
         for name, cents in _bucket_mismatches(suffix, expected, stored):
             violations.append({"check": check, "account": name, "balance_cents": stored.get(name, 0),
                                "expected_cents": cents})
@@ -142,11 +141,12 @@ def _bucket_mismatches(suffix: str, expected: dict[str, int], stored: dict[str, 
     return [(n, expected.get(n, 0)) for n in sorted(names) if stored.get(n, 0) != expected.get(n, 0)]
 
 
-async def open_totals(model: Any, status: str, owner_field: str, amount: Any) -> dict[Any, int]:
+async def open_totals(session: AsyncClientSession, model: Any, status: str, owner_field: str,
+                      amount: Any) -> dict[Any, int]:
     """Sum of `amount` (a field path like "$amount_cents" or an expression) per owner, over the
     documents of `model` in `status`: what an expectation compares a bucket of accounts with."""
     rows = await (await model.get_pymongo_collection().aggregate([
         {"$match": {"status": status}},
         {"$group": {"_id": f"${owner_field}", "sum": {"$sum": amount}}},
-    ])).to_list()
+    ], session=session)).to_list()
     return {row["_id"]: row["sum"] for row in rows}

@@ -1,9 +1,16 @@
-"""Outgoing messages. Email leaves through the worker, never from the request."""
+"""Outgoing messages. An email is an outbox task written in the transaction that decided to send it,
+so a crash or a Redis outage after that commit delays the mail but never loses it; the worker sends it."""
 
-from workers.queues import DEFAULT, enqueue_async
+import uuid
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from app.kit.queue import DEFAULT
+from app.outbox import service as outbox
 
 SEND_EMAIL = "app.notifications.tasks.send_email"
 
 
-async def queue_email(to: str, subject: str, text: str) -> None:
-    await enqueue_async(DEFAULT, SEND_EMAIL, to, subject, text, retries=3)
+async def email(session: AsyncClientSession, to: str, subject: str, text: str) -> None:
+    await outbox.add(session, SEND_EMAIL, to, subject, text, key=f"email:{uuid.uuid4().hex}", queue=DEFAULT,
+                     label=f"email to {to}: {subject}")

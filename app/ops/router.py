@@ -1,6 +1,5 @@
 """Health, readiness and Prometheus metrics (outside /api)."""
 
-import asyncio
 import secrets
 
 from fastapi import APIRouter, Request, Response
@@ -10,16 +9,19 @@ from redis.exceptions import RedisError
 from app import db
 from app.config import get_settings
 from app.errors import Unauthorized
+from app.kit.queue import QUEUE_NAMES
 from app.kit.redis import get_redis
+from app.ops import health as monitor
 from app.ops.metrics import QUEUE_DEPTH, render
-from workers.queues import QUEUE_NAMES
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
 async def health() -> dict:
-    return {"status": "ok"}
+    """Liveness, always 200: `status` is "ok", or "degraded" with the problems (MongoDB or Redis
+    down, an outbox backlog) and the last probe's checks. It does no I/O itself."""
+    return monitor.snapshot()
 
 
 @router.get("/health/db")
@@ -35,10 +37,8 @@ async def health_redis() -> JSONResponse:
 
 
 async def _redis_ok() -> bool:
-    try:
-        return bool(await asyncio.wait_for(get_redis().ping(), 2))
-    except (RedisError, OSError, TimeoutError):
-        return False
+    """A write, not a ping: a Redis that refuses writes cannot take jobs."""
+    return await monitor.redis_writable()
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -33,3 +33,14 @@ class MembershipStatus(Output):
     current_period_end_at: datetime | None = None
     subscription_id: str | None = None
     cancel_at_period_end: bool = False
+
+class InboxEventOut(Output):
+    id: str
+    source: str
+    event_id: str
+    type: str
+    status: str
+    attempts: int
+    error: str | None = None
+    received_at: datetime
+    processed_at: datetime | None = None

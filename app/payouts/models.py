@@ -31,3 +31,14 @@ class Payout(Document):
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("transfer_id", ASCENDING)], sparse=True),
         ]
+
+
+class TransferReversal(Document):
+    """A transfer reversal reported before its payout recorded the transfer; applied when it does."""
+
+    id: str  # the provider's transfer id
+    amount_reversed_cents: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "transfer_reversals"

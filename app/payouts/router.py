@@ -4,9 +4,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import TesterUser
-from app.kit.idempotency import Idempotency
-from app.kit.pagination import Page, PageParams, paginate
-from app.payouts import models, service
+from app.kit.idempotency import Idempotency, Operation
+from app.kit.pagination import Page, PageParams
+from app.payouts import service
 from app.payouts.schemas import Payout, PayoutBalance, PayoutCreate
 
 router = APIRouter(prefix="/payouts", tags=["payouts"])
@@ -19,8 +19,8 @@ async def request_payout(body: PayoutCreate, user: TesterUser, idem: Annotated[I
     """💰 Reserves `amount_cents` of the tester's available earnings, then transfers them to the
     connected account in the background. Send an `Idempotency-Key` to retry safely."""
 
-    async def action() -> Payout:
-        return Payout.of(await service.request_payout(user, body.amount_cents))
+    async def action(op: Operation) -> Payout:
+        return Payout.of(await service.request_payout(user, body.amount_cents, op.id))
 
     return await idem.run(user.id, body, action, status_code=201)
 
@@ -28,7 +28,7 @@ async def request_payout(body: PayoutCreate, user: TesterUser, idem: Annotated[I
 @router.get("", response_model=Page[Payout])
 async def list_payouts(user: TesterUser, page: Annotated[PageParams, Depends()]) -> Page[Payout]:
     """The caller's payouts, newest first."""
-    docs, nxt = await paginate(models.Payout, {"tester_id": user.id}, page)
+    docs, nxt = await service.payouts(user.id, page)
     return Page(items=[Payout.of(d) for d in docs], next=nxt)
 
 

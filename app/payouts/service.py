@@ -1,16 +1,19 @@
 """Tester payouts: reserve, then transfer to the connected account.
 
-    request_payout(tester, cents)   one transaction: Payout(pending) + available -> payout_pending
-    execute_transfer(payout_id)     (task) provider transfer; paid: pending -> external,
-                                    refused: pending -> available. Acts only while still pending.
-    transfer.reversed webhook       external -> available for the newly reversed amount
+    request_payout(tester, cents, payout_id)   one transaction: Payout(pending), available ->
+                                               payout_pending, and the transfer's outbox task
+    execute_transfer(payout_id)                (outbox task) provider transfer; paid: pending ->
+                                               external, refused: pending -> available. Acts only
+                                               while the payout is still pending.
+    transfer.reversed webhook                  external -> available for the newly reversed amount
 
-A transfer whose outcome is unknown (timeout, 5xx) is never undone: the task raises so RQ retries
-it with the same idempotency key, and the stuck-payout sweep re-sends it later.
+The payout id comes from the request (its Idempotency-Key), so a retried request finds its payout
+instead of reserving twice. A transfer whose outcome is unknown (timeout, 5xx) is never undone: the
+outbox retries it with the same provider idempotency key until it is paid, refused, or too old
+for that key (then it is dead-lettered and reconciliation lists the payout as stuck).
 """
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -18,28 +21,26 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.config import get_settings
-from app.db import after_commit, run_in_transaction, transition
+from app.db import run_in_transaction, transition
 from app.errors import PaymentProviderError, PayoutAccountMissing, PayoutBelowMinimum
-from app.escrow.service import tester_available
 from app.integrations import payments
+from app.kit import faults
+from app.kit.idempotency import checkpoint
+from app.kit.pagination import PageParams, paginate
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger
-from app.ledger.models import EXTERNAL, account
+from app.ledger.accounts import EXTERNAL, tester_available, tester_payout_pending
+from app.outbox import service as outbox
 from app.payments import inbox
-from app.payouts.models import Payout, PayoutStatus
+from app.payouts.models import Payout, PayoutStatus, TransferReversal
 from app.users.models import User
-from workers.queues import HIGH, enqueue_async
 
 log = logging.getLogger(__name__)
-TRANSFER_TASK = "app.payouts.tasks.transfer"
-
-
-def tester_pending(tester_id: Any) -> str:
-    return account("tester", tester_id, "payout_pending")
+TRANSFER_TASK = "app.payouts.service.execute_transfer"
 
 
 # -- request ------------------------------------------------------------------------------------
-async def request_payout(tester: User, amount_cents: int) -> Payout:
+async def request_payout(tester: User, amount_cents: int, payout_id: PydanticObjectId) -> Payout:
     minimum = get_settings().min_payout_cents
     if amount_cents < minimum:
         raise PayoutBelowMinimum({"min_payout_cents": minimum})
@@ -47,25 +48,27 @@ async def request_payout(tester: User, amount_cents: int) -> Payout:
         raise PayoutAccountMissing()
 
     async def reserve(session: AsyncClientSession) -> Payout:
-        payout = Payout(tester_id=tester.id, amount_cents=amount_cents,
+        if (existing := await Payout.get(payout_id, session=session)) is not None:
+            return existing  # the same request, retried
+        payout = Payout(id=payout_id, tester_id=tester.id, amount_cents=amount_cents,
                         destination_account_id=tester.stripe_account_id)
         await payout.insert(session=session)
         await ledger.post(session, "payout.reserve", f"payout:{payout.id}:reserve",
-                          [(tester_available(tester.id), -amount_cents), (tester_pending(tester.id), amount_cents)],
+                          [(tester_available(tester.id), -amount_cents),
+                           (tester_payout_pending(tester.id), amount_cents)],
                           refs={"payout_id": payout.id})
-        after_commit(lambda: enqueue_transfer(payout.id))
+        await outbox.add(session, TRANSFER_TASK, str(payout.id), key=f"payout:{payout.id}:transfer",
+                         label=f"payout transfer {amount_cents} cents",
+                         max_age_seconds=get_settings().payout_retry_max_age_seconds)
+        await checkpoint(session, "payout_reserved")
         return payout
 
     return await run_in_transaction(reserve)
 
 
-async def enqueue_transfer(payout_id: PydanticObjectId) -> None:
-    await enqueue_async(HIGH, TRANSFER_TASK, str(payout_id), job_id=f"payout:{payout_id}")  # dedupes repeats
-
-
-# -- transfer (task) ----------------------------------------------------------------------------
-async def execute_transfer(payout_id: PydanticObjectId) -> str:
-    payout = await Payout.get(payout_id)
+# -- transfer (outbox task) -----------------------------------------------------------------------
+async def execute_transfer(payout_id: str) -> str:
+    payout = await Payout.get(PydanticObjectId(payout_id))
     if payout is None or payout.status != "pending":
         return "skipped"
     try:
@@ -74,9 +77,10 @@ async def execute_transfer(payout_id: PydanticObjectId) -> str:
             {"payout_id": str(payout.id), "tester_id": str(payout.tester_id)}, idempotency_key=f"payout:{payout.id}")
     except PaymentProviderError as exc:
         if payments.outcome_unknown(exc):
-            raise  # RQ retries with the same idempotency key
+            raise  # the outbox retries with the same idempotency key
         await _resolve(payout, "failed", {"failure_reason": _reason(exc)})
         return "failed"
+    await faults.hit("payouts.transfer.after_provider_call")
     await _resolve(payout, "paid", {"transfer_id": transfer.id})
     return "paid"
 
@@ -87,7 +91,8 @@ def _reason(exc: PaymentProviderError) -> str:
 
 
 async def _resolve(payout: Payout, status: PayoutStatus, fields: dict[str, str]) -> bool:
-    """pending -> paid (money leaves to external) or failed (back to available), at most once."""
+    """pending -> paid (money leaves to external) or failed (back to available), at most once. A
+    reversal that arrived while the payout was pending is applied with the payment."""
     target = EXTERNAL if status == "paid" else tester_available(payout.tester_id)
     refs = {"payout_id": str(payout.id), "transfer_id": fields.get("transfer_id")}
 
@@ -97,74 +102,77 @@ async def _resolve(payout: Payout, status: PayoutStatus, fields: dict[str, str])
         if flipped is None:
             return False
         await ledger.post(session, f"payout.{status}", f"payout:{payout.id}:resolve",
-                          [(tester_pending(payout.tester_id), -payout.amount_cents), (target, payout.amount_cents)],
+                          [(tester_payout_pending(payout.tester_id), -payout.amount_cents),
+                           (target, payout.amount_cents)],
                           refs={k: v for k, v in refs.items() if v})
+        if status == "paid":
+            early = await TransferReversal.get(fields["transfer_id"], session=session)
+            if early is not None:
+                await _reverse(session, payout.id, early.amount_reversed_cents)
         return True
 
     return await run_in_transaction(settle)
-
-
-async def enqueue_stuck() -> int:
-    """Sweep: re-send payouts left pending (lost job, provider outage) while their key is still valid."""
-    settings = get_settings()
-    now = utcnow()
-    stuck = await Payout.find({
-        "status": "pending",
-        "created_at": {"$lte": now - timedelta(seconds=settings.payout_retry_after_seconds),
-                       "$gte": now - timedelta(seconds=settings.payout_retry_max_age_seconds)},
-    }).to_list()
-    for payout in stuck:
-        await enqueue_transfer(payout.id)
-    return len(stuck)
 
 
 # -- reversals (webhook) ------------------------------------------------------------------------
 @inbox.handles("transfer.reversed")
 async def on_transfer_reversed(event: dict[str, Any]) -> None:
     transfer_id = event["data"]["object"]["id"]
-    payout = await Payout.find_one(Payout.transfer_id == transfer_id)
-    if payout is None:
-        log.warning("transfer.reversed for unknown transfer %s", transfer_id)
-        return
     transfer = await payments.retrieve_transfer(transfer_id)  # the current state, not the event's
-    await apply_reversal(payout.id, int(transfer.amount_reversed))
+    await apply_reversal(transfer_id, int(transfer.amount_reversed))
 
 
-async def apply_reversal(payout_id: PydanticObjectId, reversed_total: int) -> Payout | None:
-    """Return the newly reversed part to the tester; replays and stale totals change nothing."""
+async def apply_reversal(transfer_id: str, reversed_total: int) -> Payout | None:
+    """Return the newly reversed part to the tester; replays and stale totals change nothing. A
+    reversal of a transfer whose payout has not recorded it yet is kept and applied when it does."""
 
     async def reverse(session: AsyncClientSession) -> Payout | None:
-        payout = await Payout.get(payout_id, session=session)
-        if payout is None or payout.status not in ("paid", "reversed"):
+        payout = await Payout.find_one({"transfer_id": transfer_id}, session=session)
+        if payout is None:
+            await TransferReversal.get_pymongo_collection().update_one(
+                {"_id": transfer_id}, {"$max": {"amount_reversed_cents": reversed_total},
+                                       "$setOnInsert": {"created_at": utcnow()}}, upsert=True, session=session)
+            log.info("transfer.reversed for %s before its payout recorded it; kept for later", transfer_id)
             return None
-        delta = reversed_total - payout.reversed_cents
-        if delta <= 0:
-            return None
-        status = "reversed" if reversed_total >= payout.amount_cents else "paid"
-        doc = await Payout.get_pymongo_collection().find_one_and_update(
-            {"_id": payout_id, "reversed_cents": payout.reversed_cents},
-            {"$set": {"reversed_cents": reversed_total, "status": status}},
-            session=session, return_document=ReturnDocument.AFTER)
-        if doc is None:
-            return None
-        await ledger.post(session, "payout.reversal", f"payout:{payout_id}:reversed:{reversed_total}",
-                          [(EXTERNAL, -delta), (tester_available(payout.tester_id), delta)],
-                          refs={"payout_id": payout_id, "transfer_id": payout.transfer_id})
-        return Payout.model_validate(doc)
+        return await _reverse(session, payout.id, reversed_total)
 
     return await run_in_transaction(reverse)
 
 
+async def _reverse(session: AsyncClientSession, payout_id: PydanticObjectId, reversed_total: int) -> Payout | None:
+    payout = await Payout.get(payout_id, session=session)
+    if payout is None or payout.status not in ("paid", "reversed"):
+        return None
+    delta = reversed_total - payout.reversed_cents
+    if delta <= 0:
+        return None
+    status = "reversed" if reversed_total >= payout.amount_cents else "paid"
+    doc = await Payout.get_pymongo_collection().find_one_and_update(
+        {"_id": payout_id, "reversed_cents": payout.reversed_cents},
+        {"$set": {"reversed_cents": reversed_total, "status": status}},
+        session=session, return_document=ReturnDocument.AFTER)
+    if doc is None:
+        return None
+    await ledger.post(session, "payout.reversal", f"payout:{payout_id}:reversed:{reversed_total}",
+                      [(EXTERNAL, -delta), (tester_available(payout.tester_id), delta)],
+                      refs={"payout_id": payout_id, "transfer_id": payout.transfer_id})
+    return Payout.model_validate(doc)
+
+
 # -- reads and invariants -----------------------------------------------------------------------
 async def balance(tester_id: PydanticObjectId) -> dict[str, int]:
-    names = [tester_available(tester_id), tester_pending(tester_id)]
+    names = [tester_available(tester_id), tester_payout_pending(tester_id)]
     found = await ledger.balances(names)
     return {"available_cents": found[names[0]], "pending_cents": found[names[1]]}
 
 
+async def payouts(tester_id: PydanticObjectId, page: PageParams) -> tuple[list[Payout], str | None]:
+    return await paginate(Payout, {"tester_id": tester_id}, page)
+
+
 @ledger.register_expectation
-async def payout_pending_equals_pending_payouts() -> tuple[str, str, dict[str, int]]:
-    totals = await ledger.open_totals(Payout, "pending", "tester_id", "$amount_cents")
+async def payout_pending_equals_pending_payouts(session: AsyncClientSession) -> tuple[str, str, dict[str, int]]:
+    totals = await ledger.open_totals(session, Payout, "pending", "tester_id", "$amount_cents")
     return "payout_pending_equals_pending_payouts", "payout_pending", {
-        tester_pending(owner): cents for owner, cents in totals.items()
+        tester_payout_pending(owner): cents for owner, cents in totals.items()
     }

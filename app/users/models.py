@@ -51,6 +51,7 @@ class User(Document):
     weekly_budget_cap_cents: int | None = None
     monthly_budget_cap_cents: int | None = None
     stripe_customer_id: str | None = None
+    checkout_locked_until: datetime | None = None  # a membership checkout is running
     # tester
     qualification: Qualification = Field(default_factory=Qualification)
     stripe_account_id: str | None = None

@@ -89,3 +89,39 @@ class WalletRefund(Document):
             IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("request_id", ASCENDING)]),
         ]
+
+
+class ExternalRefund(Document):
+    """A refund made at the provider outside this app (e.g. in the dashboard) against a deposit."""
+
+    id: str  # the provider's refund id
+    builder_id: PydanticObjectId
+    deposit_id: PydanticObjectId
+    payment_intent_id: str
+    amount_cents: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "external_refunds"
+        indexes = [IndexModel([("payment_intent_id", ASCENDING)]), IndexModel([("created_at", DESCENDING)])]
+
+
+class Chargeback(Document):
+    """A card dispute on a deposit: what the provider withdrew from us and what it gave back."""
+
+    id: str  # the provider's dispute id
+    builder_id: PydanticObjectId | None  # None: the payment is no deposit of ours (reconciliation lists it)
+    deposit_id: PydanticObjectId | None
+    payment_intent_id: str | None
+    amount_cents: int
+    status: str  # the provider's: needs_response, under_review, won, lost, ...
+    reason: str | None = None
+    withdrawn_cents: int = 0
+    reinstated_cents: int = 0
+    balance_transactions: list[str] = Field(default_factory=list)  # applied, each once
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "chargebacks"
+        indexes = [IndexModel([("payment_intent_id", ASCENDING)]), IndexModel([("created_at", DESCENDING)])]

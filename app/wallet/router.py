@@ -3,11 +3,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from app.auth.dependencies import BuilderUser
-from app.kit.idempotency import Idempotency
+from app.kit.idempotency import Idempotency, Operation
 from app.kit.ids import parse_object_id
 from app.kit.pagination import Page, PageParams
 from app.ledger.schemas import Entry
-from app.wallet import service
+from app.wallet import deposits, refunds, service
 from app.wallet.schemas import (
     DepositCreate,
     DepositCreated,
@@ -21,13 +21,15 @@ from app.wallet.schemas import (
 
 router = APIRouter(prefix="/wallet", tags=["wallet"])
 
-_MONEY_ERRORS = {409: {"description": "daily_limit_exceeded / insufficient_funds / idempotency_key_in_flight"},
+_MONEY_ERRORS = {409: {"description": "daily_limit_exceeded / insufficient_funds / balance_owed / "
+                                       "idempotency_key_in_flight"},
                  422: {"description": "validation error, or Idempotency-Key reused with another body"}}
 
 
 @router.get("", response_model=Wallet)
 async def get_wallet(user: BuilderUser) -> Wallet:
-    """Balances in cents: spendable, held in escrow, refunds in flight, and today's deposit quota."""
+    """Balances in cents: spendable, held in escrow, refunds in flight, owed after a chargeback, and
+    today's deposit quota."""
     return Wallet(**await service.wallet_summary(user.id))
 
 
@@ -37,14 +39,15 @@ async def create_deposit(body: DepositCreate, user: BuilderUser, idem: Annotated
     """Opens a pending deposit and its PaymentIntent: confirm `client_secret` with Stripe.js. The
     wallet is credited only when the provider's webhook confirms the payment."""
 
-    async def create() -> DepositCreated:
-        return DepositCreated.of(await service.create_deposit(user, body.amount_cents))
+    async def create(op: Operation) -> DepositCreated:
+        return DepositCreated.of(await deposits.create_deposit(user, body.amount_cents, op.id))
 
     return await idem.run(user.id, body, create, status_code=201)
 
 
 @router.get("/deposits", response_model=Page[DepositOut])
 async def list_deposits(user: BuilderUser, page: Annotated[PageParams, Depends()]) -> Page[DepositOut]:
+    """The caller's deposits, newest first."""
     docs, nxt = await service.deposits(user.id, page)
     return Page(items=[DepositOut.of(d) for d in docs], next=nxt)
 
@@ -61,9 +64,9 @@ async def create_refund(body: RefundCreate, user: BuilderUser, idem: Annotated[I
     201 with one item per deposit touched; each item's status is `succeeded`, `failed` (the cents
     went back to the wallet, see failure_reason) or `pending` (the provider has not answered yet)."""
 
-    async def refund() -> RefundRequestOut:
-        request_id, lots = await service.request_refund(user.id, body.amount_cents)
-        return RefundRequestOut(request_id=request_id, amount_cents=body.amount_cents,
+    async def refund(op: Operation) -> RefundRequestOut:
+        lots = await refunds.request_refund(user.id, body.amount_cents, str(op.id))
+        return RefundRequestOut(request_id=str(op.id), amount_cents=body.amount_cents,
                                 refunds=[RefundLot.of(r) for r in lots])
 
     return await idem.run(user.id, body, refund, status_code=201)
@@ -71,6 +74,7 @@ async def create_refund(body: RefundCreate, user: BuilderUser, idem: Annotated[I
 
 @router.get("/refunds", response_model=Page[RefundOut])
 async def list_refunds(user: BuilderUser, page: Annotated[PageParams, Depends()]) -> Page[RefundOut]:
+    """The caller's refunds (one item per deposit touched), newest first."""
     docs, nxt = await service.refunds(user.id, page)
     return Page(items=[RefundOut.of(r) for r in docs], next=nxt)
 

@@ -43,6 +43,7 @@ class Wallet(Output):
     available_cents: int
     held_cents: int
     refund_pending_cents: int
+    owed_cents: int  # after a chargeback or a refund made outside the app; deposits settle it first
     deposited_today_cents: int
     daily_limit_cents: int
 

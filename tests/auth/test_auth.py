@@ -130,7 +130,7 @@ async def test_verification_token_single_use_and_expiry(client, actors):
     token = token_from_mail(outbox(user["email"])[-1])
     assert (await client.post("/api/auth/verify-email", json={"token": token})).status_code == 200
     again = await client.post("/api/auth/verify-email", json={"token": token})
-    assert again.status_code == 400 and again.json()["error"] == "invalid_token"
+    assert again.status_code == 400 and again.json()["error"] == "invalid_one_time_token"
 
     other = await actors.register("tester")
     await drain_jobs()

@@ -9,13 +9,15 @@ from app.errors import HoldAlreadyResolved, InsufficientFunds, Unprocessable
 from app.escrow import service as escrow
 from app.escrow.models import EscrowTransaction
 from app.ledger import service as ledger
-from app.ledger.models import REVENUE, Journal
+from app.ledger import accounts
+from app.ledger.accounts import REVENUE
+from app.ledger.models import Journal
 from tests.fixtures.factories import fund_wallet, new_id
 
 
 async def wallet(builder_id):
-    b = await ledger.balances([escrow.builder_available(builder_id), escrow.builder_held(builder_id)])
-    return b[escrow.builder_available(builder_id)], b[escrow.builder_held(builder_id)]
+    b = await ledger.balances([accounts.builder_available(builder_id), accounts.builder_held(builder_id)])
+    return b[accounts.builder_available(builder_id)], b[accounts.builder_held(builder_id)]
 
 
 async def test_hold_release_moves_payout_and_fee(settings):
@@ -29,7 +31,7 @@ async def test_hold_release_moves_payout_and_fee(settings):
     released = await escrow.release_now(hold.id)
     assert released.status == "released"
     assert await wallet(builder) == (7_800, 0)
-    assert await ledger.balance(escrow.tester_available(tester)) == 2_000
+    assert await ledger.balance(accounts.tester_available(tester)) == 2_000
     assert await ledger.balance(REVENUE) == 200
     with pytest.raises(HoldAlreadyResolved):
         await escrow.void_now(hold.id)
@@ -99,7 +101,7 @@ async def test_ten_concurrent_releases_resolve_once():
     results = await asyncio.gather(*[escrow.release_now(hold.id) for _ in range(10)], return_exceptions=True)
     assert sum(isinstance(r, EscrowTransaction) for r in results) == 1
     assert sum(isinstance(r, HoldAlreadyResolved) for r in results) == 9
-    assert await ledger.balance(escrow.tester_available(tester)) == 1_000
+    assert await ledger.balance(accounts.tester_available(tester)) == 1_000
     assert await Journal.find(Journal.type == "escrow.release").count() == 1
     assert (await ledger.check_invariants())["ok"]
 

@@ -3,7 +3,8 @@ import pytest
 from app.db import run_in_transaction
 from app.errors import InsufficientFunds
 from app.ledger import service as ledger
-from app.ledger.models import EXTERNAL, AccountBalance
+from app.ledger.accounts import EXTERNAL
+from app.ledger.models import AccountBalance
 from tests.fixtures.factories import fund_wallet, new_id
 
 

@@ -22,13 +22,14 @@ from app.escrow import service as escrow
 from app.integrations import payments
 from app.kit.money import fee_for, prorate
 from app.ledger import service as ledger
-from app.ledger.models import REVENUE
+from app.ledger import accounts
+from app.ledger.accounts import REVENUE
 from app.payments import inbox
 from app.payouts import service as payouts
 from app.payouts.models import Payout
 from app.users.models import User
-from app.wallet import service as wallet
-from tests.fixtures.factories import PASSWORD, drain_jobs, stripe_event, stripe_signature, unique_email
+from app.wallet import deposits, refunds
+from tests.fixtures.factories import PASSWORD, drain_jobs, new_id, stripe_event, stripe_signature, unique_email
 
 
 def refusal(message: str) -> PaymentProviderError:
@@ -78,7 +79,7 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(target=deposits, cents=st.integers(500, 5_000))
     def deposit(self, cents):
         """Created but not (yet) paid: the webhook rule may confirm it later, out of order."""
-        created = self.run(wallet.create_deposit(self.builder, cents))
+        created = self.run(deposits.create_deposit(self.builder, cents, new_id()))
         return (created.payment_intent_id, cents)
 
     @rule(cents=st.integers(500, 5_000), deliveries=st.integers(1, 3))
@@ -159,14 +160,14 @@ class MoneyMachine(RuleBasedStateMachine):
         cents = max(1, min(self.available, sum(self.lots)) * pct // 100)
         ok = cents <= self.available and cents <= sum(self.lots)
         try:
-            _, refunds = self.run(self._refund(cents, provider_refuses))
+            made = self.run(self._refund(cents, provider_refuses))
         except InsufficientFunds:
             assert not ok
             self.seen["refund_refused"] += 1
             return
         assert ok
         self.seen["refund_provider_refused" if provider_refuses else "refund"] += 1
-        statuses = {r.status for r in refunds}
+        statuses = {r.status for r in made}
         assert statuses == ({"failed"} if provider_refuses else {"succeeded"})
         if not provider_refuses:
             self.available -= cents
@@ -174,7 +175,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     async def _refund(self, cents: int, provider_refuses: bool):
         if not provider_refuses:
-            return await wallet.request_refund(self.builder.id, cents)
+            return await refunds.request_refund(self.builder.id, cents, uuid.uuid4().hex)
         real = payments.create_refund
 
         async def refuse(*_, **__):
@@ -182,7 +183,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
         payments.create_refund = refuse
         try:
-            return await wallet.request_refund(self.builder.id, cents)
+            return await refunds.request_refund(self.builder.id, cents, uuid.uuid4().hex)
         finally:
             payments.create_refund = real
 
@@ -209,7 +210,7 @@ class MoneyMachine(RuleBasedStateMachine):
             self.earned -= cents
 
     async def _payout(self, cents: int, transfer_fails: bool) -> None:
-        payout = await payouts.request_payout(self.tester, cents)
+        payout = await payouts.request_payout(self.tester, cents, new_id())
         real = payments.create_transfer
 
         async def refuse(*_, **__):
@@ -228,15 +229,21 @@ class MoneyMachine(RuleBasedStateMachine):
     def ledger_matches_model(self):
         report = self.run(ledger.check_invariants())
         assert report["ok"], report["violations"]
-        names = [escrow.builder_available(self.builder.id), escrow.builder_held(self.builder.id),
-                 escrow.tester_available(self.tester.id), payouts.tester_pending(self.tester.id), REVENUE]
+        names = [accounts.builder_available(self.builder.id), accounts.builder_held(self.builder.id),
+                 accounts.tester_available(self.tester.id), accounts.tester_payout_pending(self.tester.id), REVENUE]
         actual = self.run(ledger.balances(names))
         assert [actual[n] for n in names] == [self.available, self.held, self.earned, 0,
                                               self.revenue_start + self.revenue]
 
 
-async def test_money_model_under_random_operations(settings):
+async def test_money_model_under_random_operations(settings, monkeypatch):
     settings.stripe_simulate_connect = True
+    # Hypothesis mixes constants found in our own source into its draws, so any code change would
+    # reshuffle these derandomized runs (and which rules they reach). Keep the runs a function of
+    # the seed alone.
+    from hypothesis.internal.conjecture import providers
+
+    monkeypatch.setattr(providers, "_get_local_constants", lambda: providers.Constants())
     settings.min_payout_cents = 1
     MoneyMachine.loop = asyncio.get_running_loop()
     test_case = MoneyMachine.TestCase

@@ -2,7 +2,8 @@ from fastapi import APIRouter
 
 
 async def test_health_endpoints(client):
-    assert (await client.get("/health")).json() == {"status": "ok"}
+    health = (await client.get("/health")).json()
+    assert health["status"] == "ok" and health["checks"]["mongodb"] == health["checks"]["redis"] == "ok"
     assert (await client.get("/health/db")).status_code == 200
     assert (await client.get("/health/redis")).status_code == 200
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from app.integrations import payments
 from app.kit.timeutil import as_utc, utcnow
-from app.payments import service as payments_service
+from app.payments import membership as payments_service
 from app.payments.models import InboxEvent
 from app.users.models import Membership
 from tests.fixtures.factories import drain_jobs, post_stripe_event, stripe_event, user_doc

@@ -2,20 +2,18 @@
 
 import asyncio
 
-import pytest
 import stripe
-from beanie import PydanticObjectId
-from rq.job import JobStatus
 
 from app.db import db_commands
 from app.errors import PaymentProviderError
 from app.integrations import payments
 from app.ledger import service as ledger
-from app.ledger.models import EXTERNAL, Journal
+from app.ledger.accounts import EXTERNAL
+from app.ledger.models import Journal
 from app.payouts import service as payouts
+from app.outbox.models import OutboxTask
 from app.payouts.models import Payout
-from tests.fixtures.factories import drain_jobs, user_doc
-from workers.queues import HIGH, get_queue, safe_job_id
+from tests.fixtures.factories import drain_jobs, settle_outbox, user_doc
 from tests.payouts.conftest import PayoutDriver, earn
 
 
@@ -44,7 +42,7 @@ async def test_payout_reserves_then_transfers(payee: PayoutDriver):
     assert (await ledger.check_invariants())["ok"]
 
     await drain_jobs()  # nothing left; a repeated job would be a no-op
-    assert await payouts.execute_transfer(PydanticObjectId(body["id"])) == "skipped"
+    assert await payouts.execute_transfer(body["id"]) == "skipped"
     assert await Journal.find(Journal.type == "payout.paid").count() == 1
 
 
@@ -76,18 +74,16 @@ async def test_unknown_outcome_stays_reserved_and_is_retried(payee: PayoutDriver
 
     monkeypatch.setattr(payments, "create_transfer", time_out_once)
     payout_id = (await payee.request(1_500)).json()["id"]
-    with pytest.raises(PaymentProviderError):
-        await drain_jobs()  # the task raises so RQ retries it; nothing is undone
+    await drain_jobs()  # the transfer's task fails; the outbox keeps it for a retry, nothing is undone
+    task = await OutboxTask.get(f"payout:{payout_id}:transfer")
+    assert (task.status, task.attempts) == ("pending", 1) and "PaymentProviderError" in task.last_error
     assert (await payee.listed())[0]["status"] == "pending"
     assert await payee.balance() == {"available_cents": 3_500, "pending_cents": 1_500}
 
-    get_queue(HIGH).fetch_job(safe_job_id(f"payout:{payout_id}")).set_status(JobStatus.FAILED)  # RQ's retries exhausted
-    settings.payout_retry_after_seconds = 0
-    assert await payouts.enqueue_stuck() == 1
-    await drain_jobs()
+    assert await settle_outbox() == ["done"]  # after the backoff, the sweep's retry
     assert (await payee.listed())[0]["status"] == "paid"
     assert keys == [f"payout:{payout_id}"] * 2  # the retry reuses the provider idempotency key
-    assert await payouts.enqueue_stuck() == 0
+    assert await settle_outbox() == []
     assert (await ledger.check_invariants())["ok"]
 
 
@@ -183,4 +179,6 @@ async def test_db_commands_for_one_payout_request(payee: PayoutDriver):
     finally:
         db_commands.reset(token)
     print(f"\nDB commands for POST /api/payouts: {len(commands)} {commands}")
-    assert len(commands) <= 8, commands  # budget: user, idempotency claim+finish, payout, journal, 2 balances, commit
+    # budget: user; key claim (find, insert, commit); reserve (find, payout, journal, 2 balances,
+    # outbox task, recovery point, commit); key finish (update, commit)
+    assert len(commands) <= 14, commands

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.errors import PaymentProviderError
+from app.outbox.models import OutboxTask
 from app.ledger import service as ledger
 from app.payouts.models import Payout
 from tests.fixtures.factories import drain_jobs, post_stripe_event, stripe_event
@@ -67,11 +67,12 @@ async def test_transfer_refused_by_stripe_returns_the_funds(connected: PayoutDri
                                             (429, "rate_limit")])
 async def test_unknown_outcome_keeps_the_reservation(connected: PayoutDriver, stripe_stub: StripeStub,  # noqa: F811
                                                      status: int, code: str):
-    """The transfer may have happened: never undo, let RQ retry with the same idempotency key."""
+    """The transfer may have happened: never undo, let the outbox retry with the same idempotency key."""
     stripe_stub.fail("POST", "/v1/transfers", status, code, "Try again later.")
-    await connected.request(2_000)
-    with pytest.raises(PaymentProviderError):
-        await drain_jobs()
+    payout_id = (await connected.request(2_000)).json()["id"]
+    await drain_jobs()
+    task = await OutboxTask.get(f"payout:{payout_id}:transfer")
+    assert (task.status, task.attempts) == ("pending", 1) and "Try again later" in task.last_error
     assert (await connected.listed())[0]["status"] == "pending"
     assert await connected.balance() == {"available_cents": 3_000, "pending_cents": 2_000}
     assert (await ledger.check_invariants())["ok"]

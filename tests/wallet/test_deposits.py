@@ -9,7 +9,7 @@ from app.errors import PaymentProviderError
 from app.integrations import payments
 from app.ledger import service as ledger
 from app.payments.models import InboxEvent
-from app.wallet import service as wallet_service
+from app.wallet import deposits
 from app.wallet.models import Deposit, DepositQuota, WalletAllocation
 from tests.fixtures.factories import drain_jobs, post_stripe_event, stripe_event, user_doc
 from tests.wallet.conftest import intent, pay
@@ -32,7 +32,8 @@ async def test_deposit_is_credited_only_by_the_webhook(wallet, settings):
     await wallet.event("payment_intent.succeeded", body["payment_intent_id"])
 
     assert await wallet.summary() == {"available_cents": 5_000, "held_cents": 0, "refund_pending_cents": 0,
-                                      "deposited_today_cents": 5_000, "daily_limit_cents": 100_000}
+                                      "owed_cents": 0, "deposited_today_cents": 5_000,
+                                      "daily_limit_cents": 100_000}
     deposit = await Deposit.get(PydanticObjectId(body["deposit_id"]))
     assert deposit.status == "succeeded" and deposit.succeeded_at is not None
     [lot] = await WalletAllocation.find_all().to_list()
@@ -97,7 +98,7 @@ async def test_concurrent_deposits_cannot_pass_the_limit_together(wallet, settin
     assert quota.reserved_cents == 90_000
 
 
-async def test_provider_failure_closes_the_deposit_and_frees_the_key(wallet, monkeypatch):
+async def test_provider_refusal_closes_the_deposit_and_frees_its_quota(wallet, monkeypatch):
     async def refuse(*_, **__):
         raise PaymentProviderError({"provider_error": "card processing unavailable"})
 
@@ -109,7 +110,9 @@ async def test_provider_failure_closes_the_deposit_and_frees_the_key(wallet, mon
     assert (await wallet.summary())["deposited_today_cents"] == 0
 
     monkeypatch.undo()
-    retried = await wallet.deposit(20_000, key="dep-1")
+    again = await wallet.deposit(20_000, key="dep-1")  # the same request: the same (refused) deposit
+    assert again.status_code == 502 and await Deposit.count() == 1
+    retried = await wallet.deposit(20_000, key="dep-2")  # a new request
     assert retried.status_code == 201 and retried.json()["deposit_id"] != str(deposit.id)
     assert (await wallet.summary())["deposited_today_cents"] == 20_000
 
@@ -143,12 +146,12 @@ async def test_one_deposit_webhook_costs_a_bounded_number_of_db_commands(wallet)
     commands: list[str] = []
     token = db_commands.set(commands)
     try:
-        await wallet_service.apply_payment_intent_event(event.payload)
+        await deposits.on_payment_intent(event.payload)
     finally:
         db_commands.reset(token)
     assert (await wallet.summary())["available_cents"] == 5_000
     print(f"deposit webhook handler: {len(commands)} db commands: {commands}")
-    assert len(commands) <= 7, commands  # find, flip, journal, 2 balances, lot, commit
+    assert len(commands) <= 8, commands  # find, flip, what is owed, journal, 2 balances, lot, commit
 
 
 async def test_unpaid_intent_event_claiming_success_credits_nothing(wallet):

@@ -11,10 +11,10 @@ from app.escrow import service as escrow
 from app.integrations import payments
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger
-from app.wallet import service as wallet_service
-from app.wallet import tasks as wallet_tasks
+from app.outbox.models import OutboxTask
+from app.wallet import refunds
 from app.wallet.models import WalletAllocation, WalletRefund
-from tests.fixtures.factories import drain_jobs, new_id
+from tests.fixtures.factories import new_id, settle_outbox
 
 
 async def lots_by_deposit() -> dict[str, int]:
@@ -113,8 +113,8 @@ async def test_provider_refusal_returns_the_funds(wallet, monkeypatch):
     assert (await wallet.summary())["available_cents"] == 0
 
 
-async def test_unknown_outcome_stays_pending_until_the_sweep_finishes_it(wallet, monkeypatch):
-    """The provider made the refund but the answer was lost: the sweep finds it, never refunds twice."""
+async def test_unknown_outcome_stays_pending_until_the_retry_finishes_it(wallet, monkeypatch):
+    """The provider made the refund but the answer was lost: the retry finds it, never refunds twice."""
     deposit = await wallet.funded(5_000)
     real = payments.create_refund
 
@@ -129,18 +129,17 @@ async def test_unknown_outcome_stays_pending_until_the_sweep_finishes_it(wallet,
     assert (summary["available_cents"], summary["refund_pending_cents"]) == (3_000, 2_000)
     assert (await ledger.check_invariants())["ok"]
 
-    assert await wallet_tasks.retry_stale_refunds() == 0  # not stale yet
-    await WalletRefund.find_one(WalletRefund.id == PydanticObjectId(lot["refund_id"])).update(
-        {"$set": {"created_at": utcnow() - timedelta(minutes=11)}})
-    assert await wallet_tasks.retry_stale_refunds() == 1
-    await drain_jobs()
+    task = await OutboxTask.get(refunds.submit_key(lot["refund_id"]))
+    assert (task.status, task.attempts) == ("pending", 1) and task.due_at > task.created_at  # backing off
+    monkeypatch.undo()
+    assert await settle_outbox() == ["done"]
 
     assert (await WalletRefund.get(PydanticObjectId(lot["refund_id"]))).status == "succeeded"
     assert await provider_refunds(deposit["payment_intent_id"]) == [(2_000, lot["refund_id"])]
     summary = await wallet.summary()
     assert (summary["available_cents"], summary["refund_pending_cents"]) == (3_000, 0)
-    assert await wallet_tasks.retry_stale_refunds() == 0
-    assert await wallet_service.retry_refund(lot["refund_id"]) == "skipped"
+    assert await settle_outbox() == []
+    assert await refunds.submit(lot["refund_id"]) == "skipped"
     assert (await ledger.check_invariants())["ok"]
 
 
@@ -154,7 +153,8 @@ async def test_sweep_creates_a_refund_the_provider_never_received(wallet, monkey
     [lot] = (await wallet.refund(3_000)).json()["refunds"]
     assert lot["status"] == "pending"
     monkeypatch.undo()
-    assert await wallet_service.retry_refund(lot["refund_id"]) == "succeeded"
+    assert await settle_outbox() == ["done"]
+    assert (await WalletRefund.get(PydanticObjectId(lot["refund_id"]))).status == "succeeded"
     assert await provider_refunds(deposit["payment_intent_id"]) == [(3_000, lot["refund_id"])]
     assert (await wallet.summary())["refund_pending_cents"] == 0
     assert (await ledger.check_invariants())["ok"]

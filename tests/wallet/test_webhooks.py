@@ -3,17 +3,16 @@
 import random
 import time
 
-import pytest
 from beanie import PydanticObjectId
 
-from app.errors import DepositMismatch
 from app.integrations import payments
+from app.kit.queue import queue_depths
 from app.ledger import service as ledger
+from app.outbox.models import OutboxTask
 from app.payments.models import InboxEvent
 from app.wallet.models import Deposit, WalletAllocation
 from tests.fixtures.factories import drain_jobs, post_stripe_event, stripe_event, stripe_signature
 from tests.wallet.conftest import intent, pay
-from workers.queues import queue_depths
 
 
 async def three_deposit_events(wallet) -> list[bytes]:
@@ -120,8 +119,9 @@ async def test_amount_mismatch_is_never_credited(wallet, monkeypatch):
     event = stripe_event("payment_intent.succeeded", await intent(body["payment_intent_id"]))
     resp = await post_stripe_event(wallet.client, event)
     assert resp.status_code == 200
-    with pytest.raises(DepositMismatch):  # the job fails loudly: RQ retries it, operators see it
-        await drain_jobs()
+    await drain_jobs()  # the task fails loudly: the outbox retries it, operators see it
     [event] = await InboxEvent.find_all().to_list()
     assert event.status == "failed" and "DepositMismatch" in event.error
+    task = await OutboxTask.get(f"inbox:stripe:{event.event_id}")
+    assert task.status == "pending" and "DepositMismatch" in task.last_error
     assert (await wallet.summary())["available_cents"] == 0

@@ -2,6 +2,8 @@
 mismatches: every one is reported, nothing is corrected."""
 
 import asyncio
+
+import pytest
 import os
 import sys
 import uuid
@@ -12,13 +14,19 @@ from beanie import PydanticObjectId
 from app.config import get_settings
 from app.integrations import payments
 from app.kit.timeutil import utcnow
-from app.ledger import reconciliation
-from app.ledger.models import ReconciliationReport
-from app.ledger.tasks import reconcile as reconcile_task
+from app.reconciliation import service as reconciliation
+from app.reconciliation.models import ReconciliationReport
+from app.reconciliation.tasks import reconcile as reconcile_task
 from app.payouts.models import Payout
 from app.wallet.models import Deposit, WalletRefund
-from tests.fixtures.factories import new_id
+from tests.fixtures.factories import clear_localstripe, new_id
 from tests.fixtures.stripe_stub import StripeStub, stripe_stub, transfer_json  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+async def empty_provider():
+    """Reconciliation also lists the provider's own objects: start each test with an empty localstripe."""
+    await clear_localstripe()
 
 
 async def paid_intent(cents: int) -> str:
@@ -75,8 +83,11 @@ async def test_reports_every_mismatch_and_corrects_nothing(settings):
     }
     [amount] = [m for m in report.mismatches if m["id"] == str(wrong_amount.id)]
     assert amount["ours"]["amount_cents"] == 2_000 and amount["provider"]["amount_cents"] == 1_500
-    assert report.checked == {"deposits": 4, "refunds": 3, "stuck_payouts": 1}
+    assert {k: report.checked[k] for k in ("deposits", "refunds", "stuck_payouts")} == {
+        "deposits": 4, "refunds": 3, "stuck_payouts": 1}
+    assert report.checked["provider_payments"] == 3  # the PaymentIntents created above, all ours
     assert "simulated" in report.skipped["transfers"]
+    assert "disputes" in report.skipped["provider_disputes"]  # localstripe has no dispute API
     assert report.ok is False and report.finished_at is not None
     assert str(ok_refund.id) not in {m["id"] for m in report.mismatches}
 
@@ -91,7 +102,8 @@ async def test_clean_books_reconcile_ok_through_the_task(settings):
     settings.stripe_simulate_connect = True
     await deposit(new_id(), 1_200, await paid_intent(1_200))
     outcome = await reconcile_task()
-    assert outcome["ok"] is True and outcome["mismatches"] == 0 and outcome["skipped"] == ["transfers"]
+    assert outcome["ok"] is True and outcome["mismatches"] == 0
+    assert outcome["skipped"] == ["provider_disputes", "transfers"]
     stored = await ReconciliationReport.get(PydanticObjectId(outcome["report_id"]))
     assert stored.checked["deposits"] == 1
 
