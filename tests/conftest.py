@@ -25,7 +25,7 @@ from app import db  # noqa: E402
 from app.config import get_settings  # noqa: E402
 from app.kit.redis import get_redis  # noqa: E402
 
-pytest_plugins = ["tests.fixtures.factories"]
+pytest_plugins = ["tests.fixtures.factories", "tests.fixtures.faults"]
 
 
 @pytest.fixture(scope="session")

@@ -67,3 +67,67 @@ def test_documents_are_found_without_a_list():
 
     models = registry.document_models()
     assert User in models and OutboxTask in models and all(issubclass(m, Document) for m in models)
+
+
+async def test_an_unknown_commit_result_retries_the_commit_not_the_body():
+    """The commit happened but its answer was lost: the helper asks the server to commit again
+    (it confirms), and the body, which would make a second effect, does not run again."""
+    from app.kit import faults
+    from tests.fixtures.faults import unknown_commit_result
+
+    coll = db.get_client()["peertest_scratch"]["effects"]
+    runs = {"body": 0}
+
+    async def insert_one_effect(session):
+        runs["body"] += 1
+        await coll.insert_one({"effect": runs["body"]}, session=session)
+
+    def lose_answer():
+        raise unknown_commit_result()
+
+    faults.inject("transaction.after_commit", lose_answer, times=2)  # lost twice, then answered
+    await db.run_in_transaction(insert_one_effect)
+    assert runs["body"] == 1 and await coll.count_documents({}) == 1
+    await coll.drop()
+
+
+async def test_a_commit_that_stays_unknown_surfaces_the_error_and_never_reruns_the_body():
+    from pymongo.errors import OperationFailure
+
+    from app.kit import faults
+    from tests.fixtures.faults import unknown_commit_result
+
+    coll = db.get_client()["peertest_scratch"]["effects2"]
+    runs = {"body": 0}
+
+    async def body(session):
+        runs["body"] += 1
+        await coll.insert_one({"n": 1}, session=session)
+
+    def lose_answer():
+        raise unknown_commit_result()
+
+    faults.inject("transaction.after_commit", lose_answer, times=None)
+    with pytest.raises(OperationFailure) as raised:
+        await db.run_in_transaction(body, timeout=0.3)
+    assert raised.value.has_error_label("UnknownTransactionCommitResult")
+    assert runs["body"] == 1 and await coll.count_documents({}) == 1  # it did commit, once
+    await coll.drop()
+
+
+async def test_a_write_conflict_reruns_the_body_in_a_new_transaction():
+    """Transient failures before a commit are safe to rerun: nothing was committed."""
+    from pymongo.errors import OperationFailure
+
+    coll = db.get_client()["peertest_scratch"]["effects3"]
+    runs = {"body": 0}
+
+    async def conflicted_once(session):
+        runs["body"] += 1
+        await coll.insert_one({"attempt": runs["body"]}, session=session)
+        if runs["body"] == 1:
+            raise OperationFailure("Write conflict during transaction commit")
+
+    await db.run_in_transaction(conflicted_once)
+    assert runs["body"] == 2 and [d["attempt"] async for d in coll.find({})] == [2]
+    await coll.drop()

@@ -18,7 +18,7 @@ from app.kit.redis import close_redis, get_sync_redis
 
 HIGH, DEFAULT, LOW = "high", "default", "low"
 QUEUE_NAMES = (HIGH, DEFAULT, LOW)
-_WAITING = ("queued", "scheduled", "deferred")
+_WAITING = ("scheduled", "deferred")
 
 
 def get_queue(name: str) -> Queue:
@@ -29,13 +29,13 @@ def get_queue(name: str) -> Queue:
 
 def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retries: int = 0, **kwargs: Any):
     """Enqueue `func` (a dotted path). A deterministic job_id makes a repeat a no-op while the first
-    is still waiting; once it has started (or its worker died), a repeat enqueues it again, which is
-    harmless because every task re-reads its state first."""
+    is still waiting in its queue; once it has started (or a worker took it and died), a repeat
+    enqueues it again, which is harmless because every task re-reads its state first."""
     q = get_queue(queue)
     if job_id is not None:
         job_id = safe_job_id(job_id)
         existing = q.fetch_job(job_id)
-        if existing is not None and existing.get_status(refresh=True) in _WAITING:
+        if existing is not None and _still_waiting(q, existing):
             return existing
     return q.enqueue(
         func,
@@ -46,6 +46,13 @@ def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retrie
         failure_ttl=7 * 24 * 3600,
         **kwargs,
     )
+
+
+def _still_waiting(q: Queue, job: Any) -> bool:
+    status = job.get_status(refresh=True)
+    if status == "queued":  # and really in the list: a worker that died mid-dequeue leaves it "queued"
+        return q.connection.lpos(q.key, job.id) is not None
+    return status in _WAITING
 
 
 def safe_job_id(raw: str) -> str:

@@ -1,19 +1,32 @@
-"""Shared Redis clients: async for the API, sync for RQ."""
+"""Shared Redis clients: async for the API, sync for RQ. A dropped connection (a Redis restart) is
+retried a few times on a fresh one before an error reaches the caller."""
 
 from functools import lru_cache
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from app.config import get_settings
 
 _async_client: aioredis.Redis | None = None
+_RETRIED = [RedisConnectionError, RedisTimeoutError]
+
+
+def _options(retry_class: type) -> dict[str, Any]:
+    return {"socket_connect_timeout": 2, "health_check_interval": 10, "retry_on_error": _RETRIED,
+            "retry": retry_class(ExponentialBackoff(cap=0.5, base=0.05), 3)}
 
 
 def get_redis() -> aioredis.Redis:
     global _async_client
     if _async_client is None:
-        _async_client = aioredis.from_url(get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2)
+        _async_client = aioredis.from_url(get_settings().redis_url, socket_timeout=2, **_options(AsyncRetry))
     return _async_client
 
 
@@ -26,7 +39,7 @@ async def close_redis() -> None:
 
 @lru_cache
 def get_sync_redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=2)
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, **_options(Retry))
 
 
 async def reset_clients() -> None:
