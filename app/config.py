@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     stripe_api_base: str = ""  # empty means the real Stripe API
     stripe_webhook_secret: str = "whsec_local_dev"
     stripe_webhook_tolerance_seconds: int = 300
+    stripe_timeout_seconds: float = 30.0
     # localstripe has no Connect: the embedded scripts export STRIPE_SIMULATE_CONNECT=true.
     stripe_simulate_connect: bool = Field(default=False, description="simulate Connect accounts and transfers")
     membership_plan_id: str = "peertest-membership-monthly"
@@ -65,9 +66,8 @@ class Settings(BaseSettings):
     max_deposit_cents: int = 100_000
     refund_window_days: int = 90
     min_payout_cents: int = 1_000
-    # A payout still pending after this long is re-sent with its original idempotency key; Stripe keeps
-    # keys for 24 h, so older ones are left to operators (the reconciliation report lists them).
-    payout_retry_after_seconds: int = 300
+    # A transfer is retried with its original idempotency key for this long; Stripe keeps keys for
+    # 24 h, so older ones are dead-lettered for operators (reconciliation lists the payout as stuck).
     payout_retry_max_age_seconds: int = 23 * 3600
     membership_grace_seconds: int = 24 * 3600  # renewal webhooks may land a little after the period end
     reconciliation_window_days: int = 7

@@ -10,6 +10,7 @@ tick only delays work and a repeated one does nothing.
 import logging
 import signal
 import time
+import warnings
 from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
@@ -68,6 +69,9 @@ def poll_seconds() -> float:
 
 
 def main() -> None:
+    # rq-scheduler and crontab still call datetime.utcnow(); their warnings are noise here.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="rq_scheduler")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="rq_scheduler")
     settings = get_settings()
     setup_logging(settings.log_level)
     registry.load()

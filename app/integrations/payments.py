@@ -19,7 +19,9 @@ from app.errors import InvalidWebhookSignature, PaymentProviderError
 @lru_cache
 def client() -> stripe.StripeClient:
     settings = get_settings()
-    kwargs: dict[str, Any] = {"http_client": stripe.HTTPXClient(), "max_network_retries": 2}
+    # Calls run inside outbox tasks whose lease (OUTBOX_LEASE_SECONDS) must outlast them, retries included.
+    kwargs: dict[str, Any] = {"http_client": stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+                              "max_network_retries": 2}
     if settings.stripe_api_base:
         base = settings.stripe_api_base.rstrip("/")
         kwargs["base_addresses"] = {"api": base, "connect": base, "files": base}
