@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     outbox_max_age_seconds: int = 48 * 3600  # older failing tasks are dead-lettered
     deposit_abandon_after_seconds: int = 24 * 3600  # unpaid deposits are cancelled and free their quota
     health_probe_seconds: float = 5.0
-    # Test seams (app/kit/faults.py): "point=action,...". Ignored outside dev and test.
+    # Test seams (app/faults.py): "point=action,...". Ignored outside dev and test.
     faults: str = ""
 
     @property

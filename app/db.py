@@ -17,7 +17,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from app.config import Settings
-from app.kit import faults
+from app import faults
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -72,7 +72,7 @@ def test_documents_are_found_without_a_list():
 async def test_an_unknown_commit_result_retries_the_commit_not_the_body():
     """The commit happened but its answer was lost: the helper asks the server to commit again
     (it confirms), and the body, which would make a second effect, does not run again."""
-    from app.kit import faults
+    from app import faults
     from tests.fixtures.faults import unknown_commit_result
 
     coll = db.get_client()["peertest_scratch"]["effects"]
@@ -94,7 +94,7 @@ async def test_an_unknown_commit_result_retries_the_commit_not_the_body():
 async def test_a_commit_that_stays_unknown_surfaces_the_error_and_never_reruns_the_body():
     from pymongo.errors import OperationFailure
 
-    from app.kit import faults
+    from app import faults
     from tests.fixtures.faults import unknown_commit_result
 
     coll = db.get_client()["peertest_scratch"]["effects2"]

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.auth.models import OneTimeToken, RefreshToken
-from app.auth.passwords import check_strength
+from app.kit.passwords import check_strength
 from app.auth.schemas import RegisterIn, TokenPair
 from app.config import get_settings
 from app.db import duplicate_key_as, run_in_transaction

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from app.config import get_settings
 from app.db import after_commit, run_in_transaction
 from app.errors import AppError, Conflict, NotFound
-from app.kit import faults
+from app import faults
 from app.kit.pagination import PageParams, paginate
 from app.kit.queue import HIGH, enqueue_async
 from app.kit.timeutil import as_utc, utcnow

@@ -1,14 +1,12 @@
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app.auth.dependencies import AdminUser, BuilderUser, TesterUser
+from app.auth.dependencies import BuilderUser, TesterUser
 from app.kit.idempotency import Idempotency
 from app.payments import connect, inbox, membership
-from app.kit.pagination import Page, PageParams
-from app.outbox.schemas import OutboxTaskOut
-from app.payments.schemas import CheckoutStarted, InboxEventOut, MembershipCheckout, MembershipStatus, OnboardingLink
+from app.payments.schemas import CheckoutStarted, MembershipCheckout, MembershipStatus, OnboardingLink
 
 router = APIRouter(tags=["payments"])
 
@@ -45,20 +43,3 @@ async def membership_status(user: BuilderUser) -> MembershipStatus:
     """Membership status and period end, as the provider's webhooks last reported them."""
     return MembershipStatus.of(user.membership)
 
-
-@router.get("/admin/webhook-events", response_model=Page[InboxEventOut], tags=["admin"])
-async def list_webhook_events(_: AdminUser, page: Annotated[PageParams, Depends()],
-                              status: Literal["received", "processed", "ignored", "failed"] | None = Query(None)
-                              ) -> Page[InboxEventOut]:
-    """Inbound provider events, newest first. A `failed` one is being retried; once its retries are
-    exhausted its task is dead-lettered (GET /api/admin/outbox?status=dead)."""
-    docs, nxt = await inbox.events(status, page)
-    return Page(items=[InboxEventOut.of(d) for d in docs], next=nxt)
-
-
-@router.post("/admin/webhook-events/{event_id}/replay", response_model=OutboxTaskOut, status_code=202,
-             tags=["admin"], responses={404: {"description": "not_found"}, 409: {"description": "task_not_replayable"}})
-async def replay_webhook_event(event_id: str, _: AdminUser) -> OutboxTaskOut:
-    """Process a provider event again, e.g. after fixing what made its handler fail. Handlers
-    re-read the provider's state, so a replay never moves money twice."""
-    return OutboxTaskOut.of(await inbox.replay(event_id))

@@ -24,7 +24,7 @@ from app.config import get_settings
 from app.db import run_in_transaction, transition
 from app.errors import PaymentProviderError, PayoutAccountMissing, PayoutBelowMinimum
 from app.integrations import payments
-from app.kit import faults
+from app import faults
 from app.kit.idempotency import checkpoint
 from app.kit.pagination import PageParams, paginate
 from app.kit.timeutil import utcnow

@@ -1,7 +1,7 @@
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from app.auth.passwords import check_strength
+from app.kit.passwords import check_strength
 from app.db import duplicate_key_as, run_in_transaction
 from app.errors import EmailTaken, NotFound, Unprocessable
 from app.kit.security import hash_password

@@ -23,7 +23,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.db import run_in_transaction, transition
 from app.errors import Conflict, InsufficientFunds, PaymentProviderError
 from app.integrations import payments
-from app.kit import faults
+from app import faults
 from app.kit.idempotency import checkpoint
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger

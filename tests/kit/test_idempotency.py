@@ -3,7 +3,7 @@
 import asyncio
 from datetime import timedelta
 
-from app.kit import faults
+from app import faults
 from app.kit.idempotency import IdempotencyRecord
 from app.kit.timeutil import utcnow
 from app.wallet.models import Deposit

@@ -6,7 +6,7 @@ import asyncio
 from beanie import PydanticObjectId
 
 from app.integrations import payments
-from app.kit import faults
+from app import faults
 from app.kit.idempotency import IdempotencyRecord
 from app.kit.queue import queue_depths
 from app.ledger import service as ledger
