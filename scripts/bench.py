@@ -125,8 +125,11 @@ async def service_commands(users: dict) -> dict[str, int]:
     from app.db import db_commands
     from app.escrow import service as escrow
     from app.integrations import payments
+    from beanie import PydanticObjectId
+
+    from app.outbox import service as outbox
     from app.payments import inbox
-    from app.wallet import service as wallet
+    from app.wallet import deposits
     from tests.fixtures.factories import stripe_event, stripe_signature
 
     builder, tester = users["builder"]["doc"], users["tester"]["doc"]
@@ -142,14 +145,16 @@ async def service_commands(users: dict) -> dict[str, int]:
 
     hold_cmds, hold = await count(escrow.hold_now(builder.id, tester.id, 1_000, key=f"bench:{uuid.uuid4().hex}"))
     release_cmds, _ = await count(escrow.release_now(hold.id))
-    deposit = await wallet.create_deposit(builder, 5_000)
+    deposit = await deposits.create_deposit(builder, 5_000, PydanticObjectId())
     intents = payments.client().v1.payment_intents
     await intents.update_async(deposit.payment_intent_id, params={"payment_method": "pm_card_visa"})
     await intents.confirm_async(deposit.payment_intent_id)
     body = stripe_event("payment_intent.succeeded", (await payments.retrieve_payment_intent(deposit.payment_intent_id)).to_dict())
-    record = await inbox.receive(body, stripe_signature(body))
-    webhook_cmds, _ = await count(inbox.process(str(record.id)))
-    return {"escrow hold": hold_cmds, "escrow release": release_cmds, "deposit webhook (worker)": webhook_cmds}
+    receive_cmds, record = await count(inbox.receive(body, stripe_signature(body)))
+    webhook_cmds, _ = await count(outbox.execute(inbox.task_key(record.source, record.event_id)))
+    return {"escrow hold": hold_cmds, "escrow release": release_cmds,
+            "deposit webhook, API side (event + its task)": receive_cmds,
+            "deposit webhook, worker side (claim, credit, finish)": webhook_cmds}
 
 
 async def main(requests: int) -> None:

@@ -146,7 +146,7 @@ async def _credit(session: AsyncClientSession, deposit: Deposit, intent_id: str)
     if before.status != "pending":  # its quota was released; the money counts after all
         await quota.adjust(session, deposit.builder_id, deposit.day, deposit.amount_cents)
     cents = deposit.amount_cents
-    settle = min(cents, -await ledger.balance(builder_receivable(deposit.builder_id), session))
+    settle = min(cents, max(0, -await ledger.balance(builder_receivable(deposit.builder_id), session)))
     postings = [(EXTERNAL, -cents), (builder_receivable(deposit.builder_id), settle),
                 (builder_available(deposit.builder_id), cents - settle)]
     await ledger.post(session, "wallet.deposit", f"deposit:{deposit.id}", [p for p in postings if p[1]],

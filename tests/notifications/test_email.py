@@ -49,3 +49,21 @@ def test_sendgrid_backend_posts_the_mail_send_payload():
     assert payload["personalizations"][0]["to"] == [{"email": "tess@example.com"}]
     assert payload["subject"] == "Verify"
     assert payload["content"] == [{"type": "text/plain", "value": "Token: xyz"}]
+
+
+async def test_a_mail_waits_in_the_outbox_sealed_and_is_sent_once(actors):
+    """The verification mail is an outbox task written with the account; its body (with the
+    single-use token) is stored encrypted, and the worker sends it exactly once."""
+    from app.outbox.models import OutboxTask
+    from tests.fixtures.factories import drain_jobs, outbox, token_from_mail
+
+    user = await actors.register("tester")
+    [task] = await OutboxTask.find({"_id": {"$regex": "^email:"}}).to_list()
+    assert task.args[:2] == [user["email"], "Verify your PeerTest Hub email"]
+    await drain_jobs()
+    [mail] = outbox(user["email"])
+    token = token_from_mail(mail)
+    assert token not in str(task.model_dump()) and "Token:" not in task.args[2]
+    assert (await OutboxTask.get(task.id)).status == "done"
+    await drain_jobs()
+    assert len(outbox(user["email"])) == 1
