@@ -48,11 +48,11 @@ class MembershipCheckoutInProgress(Conflict):
 
 
 async def start_membership(user: User, payment_method_id: str) -> dict[str, Any]:
-    await _lock_checkout(user.id)
+    lock = await _lock_checkout(user.id)
     try:
         return await _checkout(user, payment_method_id)
     finally:
-        await _unlock_checkout(user.id)
+        await _unlock_checkout(user.id, lock)
 
 
 async def _checkout(user: User, payment_method_id: str) -> dict[str, Any]:
@@ -76,23 +76,28 @@ async def _checkout(user: User, payment_method_id: str) -> dict[str, Any]:
     return {"subscription_id": sub["id"], "status": status, "client_secret": secret}
 
 
-async def _lock_checkout(user_id: PydanticObjectId) -> None:
+async def _lock_checkout(user_id: PydanticObjectId) -> datetime:
+    """Take the builder's checkout lock; its expiry is the holder's token."""
     now = utcnow()
+    until = now + CHECKOUT_LOCK
 
     async def lock(session: AsyncClientSession) -> bool:
         result = await User.get_pymongo_collection().update_one(
             {"_id": user_id, "$or": [{"checkout_locked_until": None}, {"checkout_locked_until": {"$lte": now}}]},
-            {"$set": {"checkout_locked_until": now + CHECKOUT_LOCK}}, session=session)
+            {"$set": {"checkout_locked_until": until}}, session=session)
         return bool(result.matched_count)
 
     if not await run_in_transaction(lock):
         raise MembershipCheckoutInProgress(headers={"Retry-After": str(int(CHECKOUT_LOCK.total_seconds()))})
+    return until
 
 
-async def _unlock_checkout(user_id: PydanticObjectId) -> None:
+async def _unlock_checkout(user_id: PydanticObjectId, lock: datetime) -> None:
+    """Only our own lock: a checkout that outlived it must not free a later one's."""
+
     async def unlock(session: AsyncClientSession) -> None:
-        await User.get_pymongo_collection().update_one({"_id": user_id}, {"$set": {"checkout_locked_until": None}},
-                                                       session=session)
+        await User.get_pymongo_collection().update_one({"_id": user_id, "checkout_locked_until": lock},
+                                                       {"$set": {"checkout_locked_until": None}}, session=session)
 
     await run_in_transaction(unlock)
 

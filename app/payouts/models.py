@@ -21,6 +21,7 @@ class Payout(Document):
     transfer_id: str | None = None
     failure_reason: str | None = None
     reversed_cents: int = 0  # returned by transfer reversals after it was paid
+    early_reversed_cents: int = 0  # reversed at the provider before we recorded the transfer
     created_at: datetime = Field(default_factory=utcnow)
     resolved_at: datetime | None = None
 
@@ -32,13 +33,3 @@ class Payout(Document):
             IndexModel([("transfer_id", ASCENDING)], sparse=True),
         ]
 
-
-class TransferReversal(Document):
-    """A transfer reversal reported before its payout recorded the transfer; applied when it does."""
-
-    id: str  # the provider's transfer id
-    amount_reversed_cents: int
-    created_at: datetime = Field(default_factory=utcnow)
-
-    class Settings:
-        name = "transfer_reversals"

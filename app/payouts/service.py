@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from beanie import PydanticObjectId
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -32,7 +33,7 @@ from app.ledger import service as ledger
 from app.ledger.accounts import EXTERNAL, tester_available, tester_payout_pending
 from app.outbox import service as outbox
 from app.payments import inbox
-from app.payouts.models import Payout, PayoutStatus, TransferReversal
+from app.payouts.models import Payout, PayoutStatus
 from app.users.models import User
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,8 @@ async def _resolve(payout: Payout, status: PayoutStatus, fields: dict[str, str])
                           [(tester_payout_pending(payout.tester_id), -payout.amount_cents),
                            (target, payout.amount_cents)],
                           refs={k: v for k, v in refs.items() if v})
-        if status == "paid":
-            early = await TransferReversal.get(fields["transfer_id"], session=session)
-            if early is not None:
-                await _reverse(session, payout.id, early.amount_reversed_cents)
+        if status == "paid" and flipped.early_reversed_cents:
+            await _reverse(session, payout.id, flipped.early_reversed_cents)
         return True
 
     return await run_in_transaction(settle)
@@ -118,23 +117,30 @@ async def _resolve(payout: Payout, status: PayoutStatus, fields: dict[str, str])
 @inbox.handles("transfer.reversed")
 async def on_transfer_reversed(event: dict[str, Any]) -> None:
     transfer_id = event["data"]["object"]["id"]
-    transfer = await payments.retrieve_transfer(transfer_id)  # the current state, not the event's
-    await apply_reversal(transfer_id, int(transfer.amount_reversed))
+    transfer = (await payments.retrieve_transfer(transfer_id)).to_dict()  # the current state, not the event's
+    payout_id = (transfer.get("metadata") or {}).get("payout_id")
+    await apply_reversal(transfer_id, int(transfer.get("amount_reversed") or 0), payout_id)
 
 
-async def apply_reversal(transfer_id: str, reversed_total: int) -> Payout | None:
+async def apply_reversal(transfer_id: str, reversed_total: int, payout_id: str | None = None) -> Payout | None:
     """Return the newly reversed part to the tester; replays and stale totals change nothing. A
-    reversal of a transfer whose payout has not recorded it yet is kept and applied when it does."""
+    reversal that arrives while its payout is still pending (the transfer happened, its answer is
+    not recorded yet) is kept on the payout and applied when the payout is paid. Both write the
+    payout document, so the two transactions can never miss each other."""
 
     async def reverse(session: AsyncClientSession) -> Payout | None:
         payout = await Payout.find_one({"transfer_id": transfer_id}, session=session)
-        if payout is None:
-            await TransferReversal.get_pymongo_collection().update_one(
-                {"_id": transfer_id}, {"$max": {"amount_reversed_cents": reversed_total},
-                                       "$setOnInsert": {"created_at": utcnow()}}, upsert=True, session=session)
-            log.info("transfer.reversed for %s before its payout recorded it; kept for later", transfer_id)
-            return None
-        return await _reverse(session, payout.id, reversed_total)
+        if payout is not None:
+            return await _reverse(session, payout.id, reversed_total)
+        if payout_id and ObjectId.is_valid(payout_id):
+            kept = await Payout.get_pymongo_collection().update_one(
+                {"_id": ObjectId(payout_id), "status": "pending"},
+                {"$max": {"early_reversed_cents": reversed_total}}, session=session)
+            if kept.matched_count:
+                log.info("transfer %s reversed before payout %s recorded it; kept for later", transfer_id, payout_id)
+                return None
+        log.warning("transfer.reversed for %s matches no payout here", transfer_id)
+        return None
 
     return await run_in_transaction(reverse)
 

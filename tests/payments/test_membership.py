@@ -160,3 +160,60 @@ async def test_events_for_strangers_change_nothing(client, actors):
     await m.event("customer.subscription.updated", sub_id)
     assert await m.membership() == before
     assert (await other.membership())["status"] == "active"  # found through its subscription id
+
+
+# -- at most one live subscription per builder -------------------------------------------------------
+async def mastercard() -> str:
+    """A second valid test card, created as Stripe.js would (localstripe has no pm_card_mastercard)."""
+    method = await payments.client().v1.payment_methods.create_async(params={
+        "type": "card", "card": {"number": "5555555555554444", "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
+    return method.id
+
+
+async def live_subscriptions(builder_id: str) -> list[dict]:
+    customer_id = (await user_doc(builder_id)).stripe_customer_id
+    return await payments.list_subscriptions(customer_id) if customer_id else []
+
+
+async def test_two_concurrent_checkouts_with_different_cards_subscribe_once(client, actors):
+    import asyncio
+
+    m = await member(client, actors)
+    second_card = await mastercard()
+    responses = await asyncio.gather(m.checkout("pm_card_visa"), m.checkout(second_card))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 409], [r.text for r in responses]
+    [won] = [r.json() for r in responses if r.status_code == 200]
+    [lost] = [r for r in responses if r.status_code == 409]
+    assert lost.json()["error"] in ("membership_checkout_in_progress", "membership_active"), lost.text
+    live = await live_subscriptions(m.builder["id"])
+    assert [s["id"] for s in live] == [won["subscription_id"]], live
+    assert (await m.membership())["subscription_id"] == won["subscription_id"]
+
+    # Once the winner is done, a retry with the other card is refused, not subscribed a second time.
+    retry = await m.checkout(second_card)
+    assert retry.status_code == 409 and retry.json()["error"] == "membership_active", retry.text
+    assert [s["id"] for s in await live_subscriptions(m.builder["id"])] == [won["subscription_id"]]
+
+
+async def test_a_live_subscription_unknown_to_our_records_blocks_a_checkout(client, actors, settings):
+    from app.payments.service import ensure_customer
+
+    m = await member(client, actors)
+    customer_id = await ensure_customer(await user_doc(m.builder["id"]))
+    # A subscription made at the provider that our records never heard of (e.g. a checkout that
+    # died right after subscribing, its webhooks not yet in).
+    await payments.attach_payment_method("pm_card_visa", customer_id)
+    plan_id = await payments.ensure_plan(settings.membership_plan_id, settings.membership_price_cents, "membership")
+    orphan = (await payments.create_subscription(customer_id, plan_id, {"user_id": m.builder["id"]},
+                                                 idempotency_key="test-orphan")).to_dict()
+    assert orphan["status"] == "active"
+    assert (await m.membership())["subscription_id"] is None
+
+    resp = await m.checkout(await mastercard())
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["error"] == "membership_active"
+    assert [s["id"] for s in await live_subscriptions(m.builder["id"])] == [orphan["id"]]
+    state = await m.membership()
+    assert (state["status"], state["subscription_id"]) == ("active", orphan["id"])  # now we know it

@@ -102,3 +102,53 @@ async def test_transfer_reversed_webhook_returns_the_reversed_part(client, conne
     assert (payout.status, payout.reversed_cents) == ("reversed", 2_000)
     assert await connected.balance() == {"available_cents": 5_000, "pending_cents": 0}
     assert (await ledger.check_invariants())["ok"]
+
+
+@pytest.mark.parametrize(("how", "reversed_cents", "final_status"), [
+    ("hint_not_run_yet", 500, "paid"),           # the transfer task is still waiting for a worker
+    ("crashed_after_provider_call", 2_000, "reversed"),  # it transferred, then died before recording it
+])
+async def test_a_reversal_before_the_payout_records_its_transfer_is_applied_when_it_lands(
+        client, connected: PayoutDriver, stripe_stub: StripeStub, how: str,  # noqa: F811
+        reversed_cents: int, final_status: str):
+    from app import faults
+    from app.kit.queue import HIGH, get_queue
+    from tests.fixtures.factories import settle_outbox
+
+    stripe_stub.on("POST", "/v1/transfers", echo_transfer())
+    payout_id = (await connected.request(2_000)).json()["id"]
+    if how == "hint_not_run_yet":
+        get_queue(HIGH).empty()  # no worker has taken the transfer yet
+    else:
+        faults.inject("payouts.transfer.after_provider_call", "raise")
+        await drain_jobs()
+        assert len(stripe_stub.sent("POST", "/v1/transfers")) == 1
+    pending = await Payout.find_one()
+    assert (pending.status, pending.transfer_id) == ("pending", None)
+
+    async def deliver_reversal(event_id: str) -> None:
+        stripe_stub.on("GET", f"/v1/transfers/{TRANSFER_ID}",
+                       transfer_json(TRANSFER_ID, 2_000, ACCOUNT_ID, {"payout_id": payout_id}, reversed_cents))
+        stale = transfer_json(TRANSFER_ID, 2_000, ACCOUNT_ID, {"payout_id": payout_id})
+        assert (await post_stripe_event(client, stripe_event("transfer.reversed", stale, event_id))).status_code == 200
+        await drain_jobs()
+
+    await deliver_reversal("evt_early_rev")
+    kept = await Payout.find_one()
+    assert (kept.status, kept.early_reversed_cents) == ("pending", reversed_cents)
+    assert await connected.balance() == {"available_cents": 3_000, "pending_cents": 2_000}  # nothing back yet
+    assert (await ledger.check_invariants())["ok"]
+
+    assert "done" in await settle_outbox()  # the transfer task runs (again) and lands
+    payout = await Payout.find_one()
+    assert (payout.status, payout.transfer_id, payout.reversed_cents) == (final_status, TRANSFER_ID, reversed_cents)
+    assert await connected.balance() == {"available_cents": 3_000 + reversed_cents, "pending_cents": 0}
+    assert {r.form["amount"] for r in stripe_stub.sent("POST", "/v1/transfers")} == {"2000"}
+
+    # The provider redelivers, and another event reports the same total: nothing comes back twice.
+    await deliver_reversal("evt_early_rev")
+    await deliver_reversal("evt_late_rev")
+    assert await connected.balance() == {"available_cents": 3_000 + reversed_cents, "pending_cents": 0}
+    assert (await Payout.find_one()).reversed_cents == reversed_cents
+    report = await ledger.check_invariants()
+    assert report["ok"], report["violations"]
