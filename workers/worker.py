@@ -3,8 +3,9 @@ priority). --burst drains the queues and exits.
 
 It rides out Redis faults. RQ's own work loop quits on any Redis error it does not expect (a
 refused write while a job starts, a restart): this entry point then waits for a job still running
-in its work horse, backs off and starts a fresh worker, until Redis answers again. Only a
-requested stop (SIGTERM, SIGINT) ends the process. Every job is an outbox task or a sweep that
+in its work horse, probes Redis with a write (backing off while it still fails) and starts a fresh
+worker as soon as Redis takes writes again. Only a requested stop (SIGTERM, SIGINT) ends the
+process. Every job is an outbox task or a sweep that
 re-reads its state, so a job interrupted by the fault runs again harmlessly.
 """
 
@@ -25,7 +26,7 @@ from app.kit.queue import QUEUE_NAMES
 from app.kit.redis import get_sync_redis
 
 log = logging.getLogger("workers.worker")
-BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
+PROBE_START, PROBE_MAX = 0.2, 10.0
 
 
 class ResilientWorker(Worker):
@@ -51,9 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment)
     registry.load()  # every task module, imported once before work horses fork
     log.info("worker starting on queues %s", ",".join(QUEUE_NAMES))
-    delay = BACKOFF_START
     while True:
-        worker, started = None, time.monotonic()
+        worker = None
         try:
             worker = ResilientWorker(list(QUEUE_NAMES), connection=get_sync_redis(), job_monitoring_interval=5)
             worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level)
@@ -64,12 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         if burst or (worker is not None and worker.stop_asked):
             return
         _wait_for_horse(worker)
-        if time.monotonic() - started > 60:
-            delay = BACKOFF_START
-        log.warning("worker loop ended on a Redis fault; starting a fresh worker in %.1fs", delay)
-        if _sleep_unless_stopped(delay):
+        log.warning("worker loop ended on a Redis fault; starting a fresh worker once Redis takes writes")
+        if not _wait_for_redis():
             return
-        delay = min(delay * 2, BACKOFF_MAX)
 
 
 def _wait_for_horse(worker: Worker | None) -> None:
@@ -85,18 +82,29 @@ def _wait_for_horse(worker: Worker | None) -> None:
         time.sleep(0.2)
 
 
-def _sleep_unless_stopped(seconds: float) -> bool:
-    """Sleep, returning True early when SIGTERM or SIGINT arrives."""
-    stopped = []
+def _wait_for_redis() -> bool:
+    """Probe Redis with a write, backing off while it fails; False when a stop was asked meanwhile."""
+    stopped: list[int] = []
     previous = {sig: signal.signal(sig, lambda *_: stopped.append(1)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    delay, waited = PROBE_START, 0.0
     try:
-        end = time.monotonic() + seconds
-        while not stopped and time.monotonic() < end:
-            time.sleep(0.1)
+        while not stopped:
+            try:
+                get_sync_redis().set("health:worker-probe", "1", ex=10)
+                if waited:
+                    log.info("Redis takes writes again after %.1fs; starting a fresh worker", waited)
+                return True
+            except (RedisError, OSError):
+                pass
+            end = time.monotonic() + delay
+            while not stopped and time.monotonic() < end:
+                time.sleep(0.05)
+            waited += delay
+            delay = min(delay * 2, PROBE_MAX)
+        return False
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return bool(stopped)
 
 
 if __name__ == "__main__":
