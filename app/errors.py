@@ -100,6 +100,10 @@ class InsufficientFunds(Conflict):
     code, default_detail = "insufficient_funds", "Not enough available funds."
 
 
+class BalanceOwed(Conflict):
+    code, default_detail = "balance_owed", "Settle what you owe (a chargeback or a refund made outside the app) first."
+
+
 class HoldAlreadyResolved(Conflict):
     code, default_detail = "hold_already_resolved", "This escrow hold was already resolved."
 

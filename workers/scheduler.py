@@ -56,10 +56,10 @@ def _schedule(scheduler: Scheduler, task: periodic.Periodic) -> None:
         scheduler.cancel(job_id)
     if task.cron:
         scheduler.cron(task.cron, func=task.func, id=job_id, queue_name=task.queue, result_ttl=RESULT_TTL,
-                       use_local_timezone=False)
+                       use_local_timezone=False, timeout=task.timeout)
     else:
         scheduler.schedule(datetime.now(UTC).replace(tzinfo=None), task.func, interval=task.interval_seconds(),
-                           repeat=None, id=job_id, queue_name=task.queue, result_ttl=RESULT_TTL)
+                           repeat=None, id=job_id, queue_name=task.queue, result_ttl=RESULT_TTL, timeout=task.timeout)
 
 
 def poll_seconds() -> float:

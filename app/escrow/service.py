@@ -20,7 +20,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.config import get_settings
 from app.db import duplicate_key_as, run_in_transaction, transition
-from app.errors import Conflict, HoldAlreadyResolved, NotFound, Unprocessable
+from app.errors import BalanceOwed, Conflict, HoldAlreadyResolved, NotFound, Unprocessable
 from app.escrow.models import EscrowTransaction, HoldStatus, Resolution
 from app.kit.money import fee_for, prorate
 from app.kit.pagination import PageParams, paginate
@@ -49,6 +49,8 @@ async def hold(
         if (existing.builder_id, existing.tester_id, existing.amount_cents) != (builder_id, tester_id, payout_cents):
             raise HoldExists()
         return existing  # the same request, retried
+    if owed := await ledger.builder_owes(session, builder_id):
+        raise BalanceOwed({"owed_cents": owed})
     escrow = EscrowTransaction(
         key=key,
         builder_id=builder_id,
@@ -118,7 +120,7 @@ async def _settle(
     postings = [(builder_held(escrow.builder_id), -escrow.total_cents)]
     postings += [(tester_available(escrow.tester_id), tester_cents)] if tester_cents else []
     postings += [(REVENUE, fee_cents)] if fee_cents else []
-    postings += [(builder_available(escrow.builder_id), builder_cents)] if builder_cents else []
+    postings += await ledger.builder_inflow(session, escrow.builder_id, builder_cents) if builder_cents else []
     await ledger.post(session, f"escrow.{reason}", f"hold:{escrow.id}:resolve", postings,
                       refs={"hold_id": escrow.id, **escrow.refs})
     escrow.resolution = Resolution(tester_cents=tester_cents, fee_cents=fee_cents, builder_cents=builder_cents,

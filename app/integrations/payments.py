@@ -85,16 +85,23 @@ async def retrieve_dispute(dispute_id: str) -> Any:
 
 
 async def list_payment_intents(created_since: int) -> list[Any]:
-    """PaymentIntents created since a unix time, newest first. localstripe takes no `created`
-    filter, so there the filter is applied here."""
-    params: dict[str, Any] = {"limit": 100, "created": {"gte": created_since}}
+    """PaymentIntents created since a unix time, every page."""
+    return await _created_since(client().v1.payment_intents, created_since)
+
+
+async def list_refunds_since(created_since: int) -> list[Any]:
+    """Refunds created since a unix time, every page."""
+    return await _created_since(client().v1.refunds, created_since)
+
+
+async def _created_since(resource: Any, created_since: int) -> list[Any]:
+    """localstripe refuses the `created` filter (a 400 or a 500, depending on the resource); then
+    everything is listed and the filter applied here. Correct either way, only slower."""
     try:
-        page = await call(client().v1.payment_intents.list_async(params=params))
-    except PaymentProviderError as exc:
-        if outcome_unknown(exc):
-            raise
-        page = await call(client().v1.payment_intents.list_async(params={"limit": 100}))
-    return [pi for pi in await _every(page) if pi.created >= created_since]
+        page = await call(resource.list_async(params={"limit": 100, "created": {"gte": created_since}}))
+    except PaymentProviderError:
+        page = await call(resource.list_async(params={"limit": 100}))
+    return [item for item in await _every(page) if item.created >= created_since]
 
 
 async def list_disputes(created_since: int) -> list[Any]:
@@ -156,15 +163,31 @@ async def retrieve_account(account_id: str) -> Any:
 
 
 async def create_transfer(amount_cents: int, destination: str, metadata: dict[str, str],
-                          idempotency_key: str) -> Any:
+                          idempotency_key: str, transfer_group: str) -> Any:
     if get_settings().stripe_simulate_connect:
         return _simulated(
             {"id": f"tr_sim_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:24]}", "object": "transfer",
              "amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata,
-             "reversed": False})
+             "transfer_group": transfer_group, "reversed": False})
     return await call(client().v1.transfers.create_async(
-        params={"amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata},
+        params={"amount": amount_cents, "currency": "usd", "destination": destination, "metadata": metadata,
+                "transfer_group": transfer_group},
         options=_opts(idempotency_key)))
+
+
+async def find_transfer(transfer_group: str) -> Any | None:
+    """The transfer already made for this group (one payout), if any: a retry looks before it
+    creates, so a transfer is never made twice even after the idempotency key expired. Simulated
+    transfers keep no state; their ids follow from the idempotency key instead."""
+    if get_settings().stripe_simulate_connect:
+        return None
+    page = await call(client().v1.transfers.list_async(params={"transfer_group": transfer_group, "limit": 1}))
+    return page.data[0] if page.data else None
+
+
+async def list_transfers(created_since: int) -> list[Any]:
+    return await _every(await call(client().v1.transfers.list_async(
+        params={"limit": 100, "created": {"gte": created_since}})))
 
 
 async def retrieve_transfer(transfer_id: str) -> Any:

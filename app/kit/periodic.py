@@ -24,6 +24,7 @@ class Periodic:
     queue: str
     every: Callable[[Settings], float] | None = None  # seconds, read from the settings at registration
     cron: str | None = None
+    timeout: int | None = None  # seconds a run may take (RQ's default is 180)
 
     def interval_seconds(self) -> int | None:
         return max(1, int(self.every(get_settings()))) if self.every else None
@@ -32,13 +33,14 @@ class Periodic:
 _registered: dict[str, Periodic] = {}
 
 
-def every(seconds: Callable[[Settings], float] | float, *, queue: str = HIGH) -> Callable[[F], F]:
+def every(seconds: Callable[[Settings], float] | float, *, queue: str = HIGH,
+          timeout: int | None = None) -> Callable[[F], F]:
     interval = seconds if callable(seconds) else (lambda _s: seconds)
-    return _register(lambda path: Periodic(path, queue, every=interval))
+    return _register(lambda path: Periodic(path, queue, every=interval, timeout=timeout))
 
 
-def cron(expression: str, *, queue: str = HIGH) -> Callable[[F], F]:
-    return _register(lambda path: Periodic(path, queue, cron=expression))
+def cron(expression: str, *, queue: str = HIGH, timeout: int | None = None) -> Callable[[F], F]:
+    return _register(lambda path: Periodic(path, queue, cron=expression, timeout=timeout))
 
 
 def _register(make: Callable[[str], Periodic]) -> Callable[[F], F]:

@@ -14,24 +14,26 @@ from rq import Queue, Retry
 
 from app import db
 from app.config import get_settings
-from app.kit.redis import close_redis, get_sync_redis
+from app.kit.redis import close_redis, get_hint_redis, get_sync_redis
 
 HIGH, DEFAULT, LOW = "high", "default", "low"
 QUEUE_NAMES = (HIGH, DEFAULT, LOW)
 _WAITING = ("scheduled", "deferred")
 
 
-def get_queue(name: str) -> Queue:
+def get_queue(name: str, *, hint: bool = False) -> Queue:
+    """The queue `name`; `hint=True` uses a connection that fails fast (see get_hint_redis)."""
     if name not in QUEUE_NAMES:
         raise ValueError(f"unknown queue {name!r}")
-    return Queue(name, connection=get_sync_redis())
+    return Queue(name, connection=get_hint_redis() if hint else get_sync_redis())
 
 
-def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retries: int = 0, **kwargs: Any):
+def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retries: int = 0, hint: bool = False,
+            **kwargs: Any):
     """Enqueue `func` (a dotted path). A deterministic job_id makes a repeat a no-op while the first
     is still waiting in its queue; once it has started (or a worker took it and died), a repeat
     enqueues it again, which is harmless because every task re-reads its state first."""
-    q = get_queue(queue)
+    q = get_queue(queue, hint=hint)
     if job_id is not None:
         job_id = safe_job_id(job_id)
         existing = q.fetch_job(job_id)

@@ -9,17 +9,16 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from app.config import get_settings
 
 _async_client: aioredis.Redis | None = None
-_RETRIED = [RedisConnectionError, RedisTimeoutError]
 
 
 def _options(retry_class: type) -> dict[str, Any]:
-    return {"socket_connect_timeout": 2, "health_check_interval": 10, "retry_on_error": _RETRIED,
+    # A dropped connection is retried; a timeout is not: a hung Redis must fail fast, not three times.
+    return {"socket_connect_timeout": 2, "health_check_interval": 10, "retry_on_error": [RedisConnectionError],
             "retry": retry_class(ExponentialBackoff(cap=0.5, base=0.05), 3)}
 
 
@@ -42,7 +41,16 @@ def get_sync_redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, **_options(Retry))
 
 
+@lru_cache
+def get_hint_redis() -> redis.Redis:
+    """For queue hints sent from a request: best effort, so it gives up within about a second
+    instead of holding the request while Redis hangs (the outbox sweep re-sends the hint)."""
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1, socket_connect_timeout=0.5,
+                                retry=Retry(ExponentialBackoff(), 0))
+
+
 async def reset_clients() -> None:
     """Forget both clients (a test pointing the app at another Redis)."""
     await close_redis()
     get_sync_redis.cache_clear()
+    get_hint_redis.cache_clear()

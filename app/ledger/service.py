@@ -12,7 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from app.db import duplicate_key_as, run_in_transaction
 from app.errors import Conflict, InsufficientFunds
 from app.kit.timeutil import utcnow
-from app.ledger.accounts import RECEIVABLE, may_go_negative
+from app.ledger.accounts import RECEIVABLE, builder_available, builder_receivable, may_go_negative
 from app.ledger.models import AccountBalance, Journal, Posting
 
 
@@ -75,6 +75,19 @@ async def _apply(session: AsyncClientSession, line: Posting) -> None:
     result = await coll.update_one(guard, update, session=session)
     if result.matched_count == 0:
         raise InsufficientFunds({"account": line.account, "needed_cents": -line.amount})
+
+
+async def builder_inflow(session: AsyncClientSession, builder_id: Any, cents: int) -> list[tuple[str, int]]:
+    """The postings that credit `cents` to a builder: what they owe (a receivable) is settled first,
+    only the rest becomes spendable. Every inflow to a builder goes through here."""
+    settle = min(cents, max(0, -await balance(builder_receivable(builder_id), session)))
+    return [(name, amount) for name, amount in ((builder_receivable(builder_id), settle),
+                                                (builder_available(builder_id), cents - settle)) if amount]
+
+
+async def builder_owes(session: AsyncClientSession | None, builder_id: Any) -> int:
+    """What a builder owes the platform (0 or more)."""
+    return max(0, -await balance(builder_receivable(builder_id), session))
 
 
 async def balances(accounts: Iterable[str], session: AsyncClientSession | None = None) -> dict[str, int]:

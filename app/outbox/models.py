@@ -20,8 +20,10 @@ class OutboxTask(Document):
     queue: str = "high"
     label: str = ""  # what it is, for operators
     status: TaskStatus = "pending"
-    attempts: int = 0
+    attempts: int = 0  # toward max_attempts; a replay starts them over
+    runs: int = 0  # every run, ever (a replay keeps counting): a run after the first looks before it acts
     max_attempts: int = 12
+    max_age_seconds: int = 48 * 3600  # its own budget; give_up_at = start (or replay) + this
     due_at: datetime = Field(default_factory=utcnow)
     give_up_at: datetime  # failing past this instant dead-letters the task
     lease_until: datetime | None = None  # a worker is running it until then

@@ -41,13 +41,14 @@ SWEEP_BATCH = 500
 DONE_KEPT_FOR = timedelta(days=7)
 
 
-_attempt: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_attempt", default=1)
+_run: contextvars.ContextVar[int] = contextvars.ContextVar("outbox_run", default=1)
 
 
-def current_attempt() -> int:
-    """Which attempt of its task the running task function is (1 for the first). A task whose
-    earlier attempt may have reached the provider looks there before acting again."""
-    return _attempt.get()
+def current_run() -> int:
+    """Which run of its task the running task function is, over the task's whole life (a replay
+    keeps counting): 1 for the first. A later run may follow one that reached the provider, so it
+    looks there before acting again."""
+    return _run.get()
 
 
 class RetryLater(Exception):
@@ -68,7 +69,7 @@ async def add(session: AsyncClientSession, task: str, *args: Any, key: str, queu
     now = utcnow()
     age = max_age_seconds if max_age_seconds is not None else settings.outbox_max_age_seconds
     doc = OutboxTask(id=key, task=task, args=list(args), queue=queue, label=label or task,
-                     max_attempts=max_attempts or settings.outbox_max_attempts, due_at=now,
+                     max_attempts=max_attempts or settings.outbox_max_attempts, max_age_seconds=age, due_at=now,
                      give_up_at=now + timedelta(seconds=age), created_at=now, updated_at=now)
     fields = doc.model_dump(by_alias=True, exclude={"id"})
     await OutboxTask.get_pymongo_collection().update_one({"_id": key}, {"$setOnInsert": fields}, upsert=True,
@@ -81,7 +82,8 @@ async def send_hint(key: str, queue: str) -> bool:
     """Ask a worker to run the task now. Best effort: a lost hint only delays the task."""
     try:
         await faults.hit("outbox.before_hint")
-        await enqueue_async(queue, RUN_TASK, key, job_id=f"outbox:{key}")
+        await enqueue_async(queue, RUN_TASK, key, job_id=f"outbox:{key}", hint=True,
+                            job_timeout=get_settings().outbox_lease_seconds)
         return True
     except (RedisError, OSError) as exc:
         log.warning("outbox hint for %s not sent (%s); the sweep will send it", key, exc)
@@ -95,13 +97,13 @@ async def execute(key: str) -> str:
     task = await _claim(key)
     if task is None:
         return "skipped"
-    token = _attempt.set(task.attempts)
+    token = _run.set(task.runs)
     try:
         await _function(task.task)(*task.args)
     except Exception as exc:  # any failure is recorded on the task and retried; it never escapes
         return await _record_failure(task, exc)
     finally:
-        _attempt.reset(token)
+        _run.reset(token)
     await _finish(task)
     return "done"
 
@@ -120,7 +122,7 @@ async def _claim(key: str) -> OutboxTask | None:
             {"_id": key, "status": "pending", "due_at": {"$lte": now},
              "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]},
             {"$set": {"lease_until": now + lease, "lease_token": uuid.uuid4().hex, "updated_at": now},
-             "$inc": {"attempts": 1}},
+             "$inc": {"attempts": 1, "runs": 1}},
             session=session, return_document=ReturnDocument.AFTER)
         return OutboxTask.model_validate(doc) if doc else None
 
@@ -134,19 +136,33 @@ async def _finish(task: OutboxTask) -> None:
 
 
 async def _record_failure(task: OutboxTask, exc: Exception) -> str:
-    now = utcnow()
+    """Back off, or dead-letter once the attempts or the age run out, judged on the task as it is
+    now (a redelivery may have given it fresh attempts while this run was failing)."""
     error = f"{type(exc).__name__}: {exc}"[:1000]
-    if task.attempts >= task.max_attempts or now >= as_utc(task.give_up_at):
+
+    async def record(session: AsyncClientSession) -> str:
+        now = utcnow()
+        coll = OutboxTask.get_pymongo_collection()
+        current = await coll.find_one({"_id": task.id, "lease_token": task.lease_token}, session=session)
+        if current is None:
+            return "skipped"  # our lease ran out and another run owns the task now
+        if current["attempts"] >= current["max_attempts"] or now >= as_utc(current["give_up_at"]):
+            await coll.update_one({"_id": task.id}, {"$set": {"status": "dead", "lease_until": None,
+                                                             "last_error": error, "updated_at": now}}, session=session)
+            return "dead"
+        delay = backoff_seconds(current["attempts"])
+        await coll.update_one({"_id": task.id}, {"$set": {"due_at": now + timedelta(seconds=delay), "lease_until": None,
+                                                         "last_error": error, "updated_at": now}}, session=session)
+        return "retry"
+
+    outcome = await run_in_transaction(record)
+    if outcome == "dead":
         log.error("outbox task %s (%s) dead-lettered after %d attempts: %s", task.id, task.label, task.attempts,
                   error)
-        await _update_leased(task, {"status": "dead", "lease_until": None, "last_error": error, "updated_at": now})
-        return "dead"
-    delay = backoff_seconds(task.attempts)
-    log.warning("outbox task %s (%s) failed (attempt %d), retrying in %.0fs: %s", task.id, task.label,
-                task.attempts, delay, error, exc_info=not isinstance(exc, RetryLater | AppError))
-    await _update_leased(task, {"due_at": now + timedelta(seconds=delay), "lease_until": None, "last_error": error,
-                                "updated_at": now})
-    return "retry"
+    elif outcome == "retry":
+        log.warning("outbox task %s (%s) failed (attempt %d), will retry: %s", task.id, task.label, task.attempts,
+                    error, exc_info=not isinstance(exc, RetryLater | AppError))
+    return outcome
 
 
 async def _update_leased(task: OutboxTask, changes: dict[str, Any]) -> None:
@@ -198,22 +214,22 @@ async def replay(key: str) -> OutboxTask:
 
 
 async def revive(key: str) -> OutboxTask | None:
-    """Make a pending or dead task due now (a dead one with fresh attempts) and hint it; None when
-    the task is done or unknown."""
-    settings = get_settings()
+    """Make a pending or dead task due now with fresh attempts (and its own age budget again) and
+    hint it; None when the task is done or unknown. A run in progress keeps its lease."""
     now = utcnow()
 
     async def reset(session: AsyncClientSession) -> OutboxTask | None:
         coll = OutboxTask.get_pymongo_collection()
-        doc = await coll.find_one_and_update(
-            {"_id": key, "status": "dead"},
-            {"$set": {"status": "pending", "attempts": 0, "due_at": now, "lease_until": None, "updated_at": now,
-                      "give_up_at": now + timedelta(seconds=settings.outbox_max_age_seconds)}},
-            session=session, return_document=ReturnDocument.AFTER)
-        doc = doc or await coll.find_one_and_update(
-            {"_id": key, "status": "pending"}, {"$set": {"due_at": now, "updated_at": now}},
-            session=session, return_document=ReturnDocument.AFTER)
-        return OutboxTask.model_validate(doc) if doc else None
+        current = await coll.find_one({"_id": key, "status": {"$in": ["pending", "dead"]}}, session=session)
+        if current is None:
+            return None
+        changes = {"status": "pending", "attempts": 0, "due_at": now, "updated_at": now,
+                   "give_up_at": now + timedelta(seconds=current.get("max_age_seconds") or 0)}
+        if current["status"] == "dead":
+            changes["lease_until"] = None
+        doc = await coll.find_one_and_update({"_id": key}, {"$set": changes}, session=session,
+                                             return_document=ReturnDocument.AFTER)
+        return OutboxTask.model_validate(doc)
 
     task = await run_in_transaction(reset)
     if task is not None:
@@ -236,5 +252,8 @@ async def counts() -> dict[str, int]:
     """Tasks waiting past their due time and dead-lettered ones: what /health reports."""
     coll = OutboxTask.get_pymongo_collection()
     overdue_cutoff = utcnow() - timedelta(seconds=3 * get_settings().outbox_sweep_seconds)
+    now = utcnow()
     return {"dead": await coll.count_documents({"status": "dead"}),
-            "overdue": await coll.count_documents({"status": "pending", "due_at": {"$lte": overdue_cutoff}})}
+            "overdue": await coll.count_documents({
+                "status": "pending", "due_at": {"$lte": overdue_cutoff},
+                "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]})}

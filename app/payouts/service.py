@@ -69,21 +69,30 @@ async def request_payout(tester: User, amount_cents: int, payout_id: PydanticObj
 
 # -- transfer (outbox task) -----------------------------------------------------------------------
 async def execute_transfer(payout_id: str) -> str:
+    """Send one payout. A later run (a retry, a replay) first looks for the transfer an earlier run
+    may have made (by its transfer group), so none is ever made twice."""
     payout = await Payout.get(PydanticObjectId(payout_id))
     if payout is None or payout.status != "pending":
         return "skipped"
+    group = transfer_group(payout.id)
+    transfer = await payments.find_transfer(group) if outbox.current_run() > 1 else None
     try:
-        transfer = await payments.create_transfer(
+        transfer = transfer or await payments.create_transfer(
             payout.amount_cents, payout.destination_account_id,
-            {"payout_id": str(payout.id), "tester_id": str(payout.tester_id)}, idempotency_key=f"payout:{payout.id}")
+            {"payout_id": str(payout.id), "tester_id": str(payout.tester_id)}, idempotency_key=f"payout:{payout.id}",
+            transfer_group=group)
     except PaymentProviderError as exc:
         if payments.outcome_unknown(exc):
-            raise  # the outbox retries with the same idempotency key
+            raise  # the outbox retries, looking first, with the same idempotency key
         await _resolve(payout, "failed", {"failure_reason": _reason(exc)})
         return "failed"
     await faults.hit("payouts.transfer.after_provider_call")
     await _resolve(payout, "paid", {"transfer_id": transfer.id})
     return "paid"
+
+
+def transfer_group(payout_id: Any) -> str:
+    return f"payout:{payout_id}"
 
 
 def _reason(exc: PaymentProviderError) -> str:

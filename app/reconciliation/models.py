@@ -13,7 +13,8 @@ class ReconciliationReport(Document):
     finished_at: datetime | None = None
     checked: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, str] = Field(default_factory=dict)  # check name -> why it could not run
-    mismatches: list[dict[str, Any]] = Field(default_factory=list)
+    mismatches: list[dict[str, Any]] = Field(default_factory=list)  # the first 1,000
+    mismatch_count: int = 0
     ok: bool = True
     created_at: datetime | None = None  # = started_at, for keyset pagination
 

@@ -12,3 +12,4 @@ class Report(Output):
     checked: dict[str, int]
     skipped: dict[str, str]
     mismatches: list[dict[str, Any]]
+    mismatch_count: int

@@ -6,14 +6,18 @@ From our records to the provider's:
     refunds         WalletRefund.provider_refund_id  -> Refund status, amount and payment
     transfers       paid/reversed Payout.transfer_id -> Transfer amount, destination, reversals
     stuck_payouts   payouts still pending after their retry window (no provider call)
-    chargebacks     money the provider took back on a deposit (recorded from its webhooks)
+    chargebacks     disputes on our deposits that are open or lost (money the provider took back)
 From the provider's objects to ours:
-    provider_payments   PaymentIntents with no deposit (and no membership invoice) here
-    provider_refunds    refunds of our deposits we did not make: made outside the app
+    provider_payments   succeeded PaymentIntents with no deposit (and no membership invoice) here
+    provider_refunds    refunds of our deposits' payments that we did not record: made outside the
+                        app, or a second refund for one of ours
+    provider_transfers  transfers of a payout's group other than the one the payout recorded
     provider_disputes   disputes we have no record of
 
-Records created within settings.reconciliation_window_days are compared. A check that cannot run
-(Connect simulated, no dispute API on localstripe) is listed under `skipped`, never passed silently.
+Records and provider objects created within settings.reconciliation_window_days are compared. The
+provider's objects are listed once per run, page by page, so a run makes a handful of list calls
+rather than one call per record. A check that cannot run (Connect simulated, no dispute API on
+localstripe) is listed under `skipped`, never passed silently; one that fails is a mismatch.
 """
 
 from collections.abc import Awaitable, Callable
@@ -30,6 +34,7 @@ from app.reconciliation.models import ReconciliationReport
 from app.wallet.models import Chargeback, Deposit, ExternalRefund, WalletRefund
 
 Mismatch = dict[str, Any]
+MAX_STORED_MISMATCHES = 1_000  # a report is one document; the count says how many there were
 # Our status -> the provider statuses that agree with it.
 DEPOSIT_STATUSES = {
     "pending": {"requires_payment_method", "requires_confirmation", "requires_action", "processing"},
@@ -38,10 +43,37 @@ DEPOSIT_STATUSES = {
     "canceled": {"canceled"},
 }
 REFUND_STATUSES = {"pending": {"pending", "requires_action"}, "succeeded": {"succeeded"}, "failed": {"failed", "canceled"}}
+SETTLED_DISPUTES = {"won", "warning_closed"}
 
 
 class SkipCheck(Exception):
     pass
+
+
+class ProviderView:
+    """The provider's payments and refunds of the window, listed once and looked up by id; an
+    object older than the window is fetched on its own."""
+
+    def __init__(self, since: datetime) -> None:
+        self.since = int(since.timestamp())
+        self._intents: dict[str, dict[str, Any]] | None = None
+        self._refunds: dict[str, dict[str, Any]] | None = None
+
+    async def intents(self) -> dict[str, dict[str, Any]]:
+        if self._intents is None:
+            self._intents = {pi.id: pi.to_dict() for pi in await payments.list_payment_intents(self.since)}
+        return self._intents
+
+    async def refunds(self) -> dict[str, dict[str, Any]]:
+        if self._refunds is None:
+            self._refunds = {r.id: r.to_dict() for r in await payments.list_refunds_since(self.since)}
+        return self._refunds
+
+    async def intent(self, intent_id: str) -> dict[str, Any]:
+        return (await self.intents()).get(intent_id) or (await payments.retrieve_payment_intent(intent_id)).to_dict()
+
+    async def refund(self, refund_id: str) -> dict[str, Any]:
+        return (await self.refunds()).get(refund_id) or (await payments.retrieve_refund(refund_id)).to_dict()
 
 
 def _mismatch(kind: str, record_id: Any, provider_id: str | None, issue: str, ours: dict[str, Any],
@@ -50,23 +82,22 @@ def _mismatch(kind: str, record_id: Any, provider_id: str | None, issue: str, ou
             "issue": issue, "ours": ours, "provider": provider or {}}
 
 
-async def _fetch(kind: str, record: Any, provider_id: str, retrieve: Callable[[str], Awaitable[Any]],
+async def _fetch(kind: str, record: Any, provider_id: str, fetch: Callable[[str], Awaitable[dict[str, Any]]],
                  ours: dict[str, Any]) -> tuple[dict[str, Any] | None, Mismatch | None]:
     try:
-        return (await retrieve(provider_id)).to_dict(), None
+        return await fetch(provider_id), None
     except PaymentProviderError as exc:
         issue = "provider_unreachable" if payments.outcome_unknown(exc) else "missing_at_provider"
         return None, _mismatch(kind, record.id, provider_id, issue, ours, {"error": exc.detail})
 
 
 # -- ours -> theirs: each check returns (records compared, mismatches) ------------------------------
-async def _deposits(since: datetime) -> tuple[int, list[Mismatch]]:
+async def _deposits(since: datetime, provider: ProviderView) -> tuple[int, list[Mismatch]]:
     deposits = await Deposit.find({"created_at": {"$gte": since}, "payment_intent_id": {"$ne": None}}).to_list()
     found: list[Mismatch] = []
     for deposit in deposits:
         ours = {"status": deposit.status, "amount_cents": deposit.amount_cents}
-        intent, missing = await _fetch("deposit", deposit, deposit.payment_intent_id, payments.retrieve_payment_intent,
-                                       ours)
+        intent, missing = await _fetch("deposit", deposit, deposit.payment_intent_id, provider.intent, ours)
         if missing:
             found.append(missing)
             continue
@@ -78,7 +109,7 @@ async def _deposits(since: datetime) -> tuple[int, list[Mismatch]]:
     return len(deposits), found
 
 
-async def _refunds(since: datetime) -> tuple[int, list[Mismatch]]:
+async def _refunds(since: datetime, provider: ProviderView) -> tuple[int, list[Mismatch]]:
     refunds = await WalletRefund.find({"created_at": {"$gte": since}}).to_list()
     found: list[Mismatch] = []
     for refund in refunds:
@@ -88,22 +119,22 @@ async def _refunds(since: datetime) -> tuple[int, list[Mismatch]]:
             if refund.status == "succeeded":
                 found.append(_mismatch("refund", refund.id, None, "missing_provider_id", ours))
             continue
-        theirs, missing = await _fetch("refund", refund, refund.provider_refund_id, payments.retrieve_refund, ours)
+        theirs, missing = await _fetch("refund", refund, refund.provider_refund_id, provider.refund, ours)
         if missing:
             found.append(missing)
             continue
-        provider = {"status": theirs["status"], "amount_cents": theirs["amount"],
-                    "payment_intent_id": theirs.get("payment_intent")}
+        shown = {"status": theirs["status"], "amount_cents": theirs["amount"],
+                 "payment_intent_id": theirs.get("payment_intent")}
         if theirs["amount"] != refund.amount_cents:
-            found.append(_mismatch("refund", refund.id, theirs["id"], "amount_mismatch", ours, provider))
+            found.append(_mismatch("refund", refund.id, theirs["id"], "amount_mismatch", ours, shown))
         if theirs["status"] not in REFUND_STATUSES.get(refund.status, set()):
-            found.append(_mismatch("refund", refund.id, theirs["id"], "status_mismatch", ours, provider))
+            found.append(_mismatch("refund", refund.id, theirs["id"], "status_mismatch", ours, shown))
         if theirs.get("payment_intent") != refund.payment_intent_id:
-            found.append(_mismatch("refund", refund.id, theirs["id"], "payment_mismatch", ours, provider))
+            found.append(_mismatch("refund", refund.id, theirs["id"], "payment_mismatch", ours, shown))
     return len(refunds), found
 
 
-async def _transfers(since: datetime) -> tuple[int, list[Mismatch]]:
+async def _transfers(since: datetime, _provider: ProviderView) -> tuple[int, list[Mismatch]]:
     if get_settings().stripe_simulate_connect:
         raise SkipCheck("Connect is simulated (STRIPE_SIMULATE_CONNECT): the provider holds no transfers")
     payouts = await Payout.find({"created_at": {"$gte": since}, "status": {"$in": ["paid", "reversed"]}}).to_list()
@@ -111,7 +142,7 @@ async def _transfers(since: datetime) -> tuple[int, list[Mismatch]]:
     for payout in payouts:
         ours = {"status": payout.status, "amount_cents": payout.amount_cents,
                 "destination": payout.destination_account_id, "reversed_cents": payout.reversed_cents}
-        transfer, missing = await _fetch("payout", payout, payout.transfer_id, payments.retrieve_transfer, ours)
+        transfer, missing = await _fetch("payout", payout, payout.transfer_id, _transfer_dict, ours)
         if missing:
             found.append(missing)
             continue
@@ -124,7 +155,11 @@ async def _transfers(since: datetime) -> tuple[int, list[Mismatch]]:
     return len(payouts), found
 
 
-async def _stuck_payouts(_since: datetime) -> tuple[int, list[Mismatch]]:
+async def _transfer_dict(transfer_id: str) -> dict[str, Any]:
+    return (await payments.retrieve_transfer(transfer_id)).to_dict()
+
+
+async def _stuck_payouts(_since: datetime, _provider: ProviderView) -> tuple[int, list[Mismatch]]:
     cutoff = utcnow() - timedelta(seconds=get_settings().payout_retry_max_age_seconds)
     stuck = await Payout.find({"status": "pending", "created_at": {"$lt": cutoff}}).to_list()
     return len(stuck), [
@@ -133,11 +168,13 @@ async def _stuck_payouts(_since: datetime) -> tuple[int, list[Mismatch]]:
     ]
 
 
-async def _chargebacks(since: datetime) -> tuple[int, list[Mismatch]]:
-    """Every dispute the provider reported: money it took back (or may take) without us."""
+async def _chargebacks(since: datetime, _provider: ProviderView) -> tuple[int, list[Mismatch]]:
+    """Disputes still open or lost: money the provider took back, or may. Won ones are settled."""
     disputes = await Chargeback.find({"updated_at": {"$gte": since}}).to_list()
     found = []
     for dispute in disputes:
+        if dispute.status in SETTLED_DISPUTES and dispute.withdrawn_cents == dispute.reinstated_cents:
+            continue
         ours = {"status": dispute.status, "amount_cents": dispute.amount_cents, "deposit_id": dispute.deposit_id,
                 "withdrawn_cents": dispute.withdrawn_cents, "reinstated_cents": dispute.reinstated_cents}
         issue = "dispute_on_unknown_payment" if dispute.deposit_id is None else f"chargeback_{dispute.status}"
@@ -146,12 +183,12 @@ async def _chargebacks(since: datetime) -> tuple[int, list[Mismatch]]:
 
 
 # -- theirs -> ours ------------------------------------------------------------------------------------
-async def _provider_payments(since: datetime) -> tuple[int, list[Mismatch]]:
-    intents = [pi.to_dict() for pi in await payments.list_payment_intents(int(since.timestamp()))]
+async def _provider_payments(_since: datetime, provider: ProviderView) -> tuple[int, list[Mismatch]]:
+    intents = await provider.intents()
     known = {d["payment_intent_id"] async for d in Deposit.get_pymongo_collection().find(
-        {"payment_intent_id": {"$in": [pi["id"] for pi in intents]}}, {"payment_intent_id": 1})}
+        {"payment_intent_id": {"$in": list(intents)}}, {"payment_intent_id": 1})}
     found = []
-    for pi in intents:
+    for pi in intents.values():
         if pi["id"] in known or pi.get("invoice") or pi.get("status") != "succeeded":
             continue  # ours, a membership invoice's, or no money moved
         found.append(_mismatch("payment", None, pi["id"], "payment_without_deposit", {},
@@ -159,33 +196,48 @@ async def _provider_payments(since: datetime) -> tuple[int, list[Mismatch]]:
     return len(intents), found
 
 
-async def _provider_refunds(since: datetime) -> tuple[int, list[Mismatch]]:
-    """Refunds at the provider of our deposits' payments that no WalletRefund of ours made."""
-    intents = await Deposit.get_pymongo_collection().distinct(
-        "payment_intent_id", {"status": "succeeded", "succeeded_at": {"$gte": since - _refund_window()}})
-    ours = {r["provider_refund_id"] async for r in WalletRefund.get_pymongo_collection().find(
-        {"payment_intent_id": {"$in": intents}, "provider_refund_id": {"$ne": None}}, {"provider_refund_id": 1})}
-    recorded = {r["_id"] async for r in ExternalRefund.get_pymongo_collection().find(
-        {"payment_intent_id": {"$in": intents}}, {"_id": 1})}
-    found, compared = [], 0
-    for intent_id in intents:
-        for provider_refund in await payments.list_refunds(intent_id):
-            data = provider_refund.to_dict()
-            compared += 1
-            if data["id"] in ours or (data.get("metadata") or {}).get("wallet_refund_id"):
-                continue
-            issue = "refund_outside_app" if data["id"] in recorded else "refund_outside_app_not_recorded"
-            found.append(_mismatch("refund", None, data["id"], issue, {"recorded": data["id"] in recorded},
-                                   {"amount_cents": data["amount"], "payment_intent_id": intent_id,
-                                    "status": data.get("status")}))
-    return compared, found
+async def _provider_refunds(_since: datetime, provider: ProviderView) -> tuple[int, list[Mismatch]]:
+    """Refunds of our deposits' payments that no record of ours accounts for."""
+    refunds = await provider.refunds()
+    intent_ids = list({r.get("payment_intent") for r in refunds.values() if r.get("payment_intent")})
+    ours_by_intent = set(await Deposit.get_pymongo_collection().distinct(
+        "payment_intent_id", {"payment_intent_id": {"$in": intent_ids}}))
+    recorded = {r["provider_refund_id"] async for r in WalletRefund.get_pymongo_collection().find(
+        {"provider_refund_id": {"$in": list(refunds)}}, {"provider_refund_id": 1})}
+    outside = {r["_id"] async for r in ExternalRefund.get_pymongo_collection().find(
+        {"_id": {"$in": list(refunds)}}, {"_id": 1})}
+    in_flight = {str(r["_id"]) async for r in WalletRefund.get_pymongo_collection().find(
+        {"payment_intent_id": {"$in": intent_ids}, "status": "pending", "provider_refund_id": None}, {"_id": 1})}
+    found = []
+    for data in refunds.values():
+        if data.get("payment_intent") not in ours_by_intent or data["id"] in recorded:
+            continue
+        shown = {"amount_cents": data["amount"], "payment_intent_id": data.get("payment_intent"),
+                 "status": data.get("status")}
+        tagged = (data.get("metadata") or {}).get("wallet_refund_id")
+        if tagged:
+            if tagged not in in_flight:  # made for one of ours, but not the one we recorded: a second refund
+                found.append(_mismatch("refund", tagged, data["id"], "duplicate_provider_refund", {}, shown))
+            continue
+        issue = "refund_outside_app" if data["id"] in outside else "refund_outside_app_not_recorded"
+        found.append(_mismatch("refund", None, data["id"], issue, {"recorded": data["id"] in outside}, shown))
+    return len(refunds), found
 
 
-def _refund_window() -> timedelta:
-    return timedelta(days=get_settings().refund_window_days)
+async def _provider_transfers(since: datetime, _provider: ProviderView) -> tuple[int, list[Mismatch]]:
+    if get_settings().stripe_simulate_connect:
+        raise SkipCheck("Connect is simulated (STRIPE_SIMULATE_CONNECT): the provider holds no transfers")
+    transfers = [t.to_dict() for t in await payments.list_transfers(int(since.timestamp()))]
+    recorded = {p["transfer_id"] async for p in Payout.get_pymongo_collection().find(
+        {"transfer_id": {"$in": [t["id"] for t in transfers]}}, {"transfer_id": 1})}
+    return len(transfers), [
+        _mismatch("payout", (t.get("metadata") or {}).get("payout_id"), t["id"], "transfer_not_recorded", {},
+                  {"amount_cents": t["amount"], "transfer_group": t.get("transfer_group")})
+        for t in transfers if t["id"] not in recorded and str(t.get("transfer_group") or "").startswith("payout:")
+    ]
 
 
-async def _provider_disputes(since: datetime) -> tuple[int, list[Mismatch]]:
+async def _provider_disputes(since: datetime, _provider: ProviderView) -> tuple[int, list[Mismatch]]:
     try:
         disputes = [d.to_dict() for d in await payments.list_disputes(int(since.timestamp()))]
     except PaymentProviderError as exc:
@@ -201,10 +253,11 @@ async def _provider_disputes(since: datetime) -> tuple[int, list[Mismatch]]:
     ]
 
 
-CHECKS: dict[str, Callable[[datetime], Awaitable[tuple[int, list[Mismatch]]]]] = {
+Check = Callable[[datetime, ProviderView], Awaitable[tuple[int, list[Mismatch]]]]
+CHECKS: dict[str, Check] = {
     "deposits": _deposits, "refunds": _refunds, "transfers": _transfers, "stuck_payouts": _stuck_payouts,
     "chargebacks": _chargebacks, "provider_payments": _provider_payments, "provider_refunds": _provider_refunds,
-    "provider_disputes": _provider_disputes,
+    "provider_transfers": _provider_transfers, "provider_disputes": _provider_disputes,
 }
 
 
@@ -213,17 +266,18 @@ async def reconcile() -> ReconciliationReport:
     report = ReconciliationReport(started_at=utcnow())
     report.created_at = report.started_at
     since = report.started_at - timedelta(days=get_settings().reconciliation_window_days)
+    provider = ProviderView(since)
     for name, check in CHECKS.items():
         try:
-            report.checked[name], mismatches = await check(since)
+            report.checked[name], mismatches = await check(since, provider)
         except SkipCheck as skip:
             report.skipped[name] = str(skip)
             continue
         except PaymentProviderError as exc:  # a check that could not finish is a difference too
-            report.mismatches.append(_mismatch(name, None, None, "check_failed", {}, {"error": exc.detail}))
-            continue
-        report.mismatches.extend(mismatches)
-    report.ok = not report.mismatches
+            mismatches = [_mismatch(name, None, None, "check_failed", {}, {"error": exc.detail})]
+        report.mismatch_count += len(mismatches)
+        report.mismatches.extend(mismatches[:max(0, MAX_STORED_MISMATCHES - len(report.mismatches))])
+    report.ok = report.mismatch_count == 0
     report.finished_at = utcnow()
     await report.insert()
     return report

@@ -142,8 +142,6 @@ async def _take_back(session: AsyncClientSession, deposit: Deposit, cents: int, 
 
 async def _give_back(session: AsyncClientSession, deposit: Deposit, cents: int, key: str, refs: dict[str, Any]) -> None:
     """A won dispute returns the money: it settles what is owed first, the rest is spendable again."""
-    builder = deposit.builder_id
-    settle = min(cents, max(0, -await ledger.balance(builder_receivable(builder), session)))
-    postings = [(EXTERNAL, -cents), (builder_receivable(builder), settle), (builder_available(builder), cents - settle)]
-    await ledger.post(session, "wallet.chargeback_reinstated", key, [p for p in postings if p[1]],
+    inflow = await ledger.builder_inflow(session, deposit.builder_id, cents)
+    await ledger.post(session, "wallet.chargeback_reinstated", key, [(EXTERNAL, -cents), *inflow],
                       refs={"deposit_id": deposit.id, "payment_intent_id": deposit.payment_intent_id, **refs})

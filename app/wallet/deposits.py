@@ -25,7 +25,7 @@ from app.integrations import payments
 from app.kit.idempotency import checkpoint
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger
-from app.ledger.accounts import EXTERNAL, builder_available, builder_receivable
+from app.ledger.accounts import EXTERNAL, builder_available
 from app.payments import inbox
 from app.payments import service as payments_service
 from app.users.models import User
@@ -146,14 +146,13 @@ async def _credit(session: AsyncClientSession, deposit: Deposit, intent_id: str)
     if before.status != "pending":  # its quota was released; the money counts after all
         await quota.adjust(session, deposit.builder_id, deposit.day, deposit.amount_cents)
     cents = deposit.amount_cents
-    settle = min(cents, max(0, -await ledger.balance(builder_receivable(deposit.builder_id), session)))
-    postings = [(EXTERNAL, -cents), (builder_receivable(deposit.builder_id), settle),
-                (builder_available(deposit.builder_id), cents - settle)]
-    await ledger.post(session, "wallet.deposit", f"deposit:{deposit.id}", [p for p in postings if p[1]],
+    inflow = await ledger.builder_inflow(session, deposit.builder_id, cents)
+    await ledger.post(session, "wallet.deposit", f"deposit:{deposit.id}", [(EXTERNAL, -cents), *inflow],
                       refs={"deposit_id": deposit.id, "payment_intent_id": intent_id})
+    spendable = dict(inflow).get(builder_available(deposit.builder_id), 0)
     lot = WalletAllocation(
         builder_id=deposit.builder_id, deposit_id=deposit.id, payment_intent_id=intent_id,
-        amount_cents=cents, remaining_cents=cents - settle, created_at=now,
+        amount_cents=cents, remaining_cents=spendable, created_at=now,
         refundable_until_at=now + timedelta(days=get_settings().refund_window_days),
     )
     await lot.insert(session=session)

@@ -21,22 +21,18 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.db import run_in_transaction, transition
-from app.errors import Conflict, InsufficientFunds, PaymentProviderError
+from app.errors import BalanceOwed, InsufficientFunds, PaymentProviderError
 from app.integrations import payments
 from app import faults
 from app.kit.idempotency import checkpoint
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger
-from app.ledger.accounts import EXTERNAL, builder_available, builder_receivable, builder_refund_pending
+from app.ledger.accounts import EXTERNAL, builder_available, builder_refund_pending
 from app.outbox import service as outbox
 from app.wallet.models import WalletAllocation, WalletRefund
 
 log = logging.getLogger(__name__)
 SUBMIT_TASK = "app.wallet.refunds.submit"
-
-
-class BalanceOwed(Conflict):
-    code, default_detail = "balance_owed", "Settle what you owe (a chargeback or a refund made outside the app) first."
 
 
 def submit_key(refund_id: Any) -> str:
@@ -58,8 +54,7 @@ async def _reserve(session: AsyncClientSession, builder_id: PydanticObjectId, ce
                    request_id: str) -> list[WalletRefund]:
     if existing := await WalletRefund.find({"request_id": request_id}, session=session).to_list():
         return existing  # the same request, retried
-    owed = -await ledger.balance(builder_receivable(builder_id), session)
-    if owed > 0:
+    if owed := await ledger.builder_owes(session, builder_id):
         raise BalanceOwed({"owed_cents": owed})
     available = await ledger.balance(builder_available(builder_id), session)
     if available < cents:
@@ -124,7 +119,7 @@ async def submit(refund_id: str) -> str:
     refund = await WalletRefund.get(PydanticObjectId(refund_id))
     if refund is None or refund.status != "pending":
         return "skipped"
-    provider = await _existing_provider_refund(refund) if outbox.current_attempt() > 1 else None
+    provider = await _existing_provider_refund(refund) if outbox.current_run() > 1 else None
     if provider is None:
         try:
             provider = await payments.create_refund(
@@ -189,7 +184,7 @@ async def _settle_failed(session: AsyncClientSession, refund: WalletRefund, reas
     await ledger.post(
         session, "wallet.refund_failed", f"wallet-refund:{refund.id}:settle",
         [(builder_refund_pending(refund.builder_id), -refund.amount_cents),
-         (builder_available(refund.builder_id), refund.amount_cents)],
+         *await ledger.builder_inflow(session, refund.builder_id, refund.amount_cents)],
         refs=_refund_refs(refund),
     )
     await WalletAllocation.get_pymongo_collection().update_one(

@@ -39,11 +39,6 @@ async def wallet_summary(builder_id: PydanticObjectId) -> dict[str, int]:
     }
 
 
-async def amount_owed(builder_id: PydanticObjectId, session: AsyncClientSession | None = None) -> int:
-    """What the builder owes after chargebacks; publishing and refunds wait until it is settled."""
-    return -await ledger.balance(builder_receivable(builder_id), session)
-
-
 async def entries(builder_id: PydanticObjectId, page: PageParams) -> tuple[list[Entry], str | None]:
     """The caller's journal entries, newest first, one item per journal."""
     names = wallet_accounts(builder_id)

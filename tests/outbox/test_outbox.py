@@ -38,27 +38,27 @@ def fresh_task_state():
 
 # -- task functions -----------------------------------------------------------------------------
 async def record_task(*args: Any) -> None:
-    CALLS.append(("record", args, outbox.current_attempt()))
+    CALLS.append(("record", args, outbox.current_run()))
 
 
 async def failing_task(*args: Any) -> None:
-    CALLS.append(("failing", args, outbox.current_attempt()))
+    CALLS.append(("failing", args, outbox.current_run()))
     raise RuntimeError("boom")
 
 
 async def retry_later_task() -> None:
-    CALLS.append(("retry_later", (), outbox.current_attempt()))
+    CALLS.append(("retry_later", (), outbox.current_run()))
     raise outbox.RetryLater("the payout has no transfer yet")
 
 
 async def flaky_task(name: str) -> None:
-    CALLS.append(("flaky", (name,), outbox.current_attempt()))
-    if outbox.current_attempt() < FAIL_UNTIL_ATTEMPT["value"]:
-        raise RuntimeError(f"flaky failure on attempt {outbox.current_attempt()}")
+    CALLS.append(("flaky", (name,), outbox.current_run()))
+    if outbox.current_run() < FAIL_UNTIL_ATTEMPT["value"]:
+        raise RuntimeError(f"flaky failure on attempt {outbox.current_run()}")
 
 
 async def sleepy_task(seconds: float) -> None:
-    CALLS.append(("sleepy", (seconds,), outbox.current_attempt()))
+    CALLS.append(("sleepy", (seconds,), outbox.current_run()))
     await asyncio.sleep(seconds)
 
 
@@ -66,7 +66,7 @@ async def gated_task(name: str) -> None:
     """The first run waits for the test to open GATE["release"]; later runs pass straight through.
     A first run let go after GATE["fail"] was set fails (a worker that lost its lease and then errs)."""
     first = not any(c[0] == "gated" for c in CALLS)
-    CALLS.append(("gated", (name,), outbox.current_attempt()))
+    CALLS.append(("gated", (name,), outbox.current_run()))
     if first:
         GATE["started"].set()
         await GATE["release"].wait()
@@ -253,7 +253,7 @@ async def test_current_attempt_is_reported_inside_the_task(settings):
     assert CALLS == [("flaky", ("f",), 1), ("flaky", ("f",), 2), ("flaky", ("f",), 3)]
     task = await OutboxTask.get("t:flaky")
     assert (task.status, task.attempts, task.last_error) == ("done", 3, None)
-    assert outbox.current_attempt() == 1  # outside any task: the default, nothing leaked
+    assert outbox.current_run() == 1  # outside any task: the default, nothing leaked
 
 
 # -- leases ---------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ async def test_a_held_lease_blocks_others_and_an_expired_one_is_taken_over():
     # The slow first worker finally fails: its outcome no longer counts.
     GATE["fail"] = asyncio.Event()
     GATE["release"].set()
-    assert await asyncio.wait_for(first, 10) == "retry"
+    assert await asyncio.wait_for(first, 10) == "skipped"
     after = await OutboxTask.get("t:gated")
     assert (after.status, after.attempts, after.last_error) == ("done", 2, None)
     assert [c[2] for c in CALLS] == [1, 2]
@@ -340,7 +340,7 @@ async def test_replay_gives_a_dead_task_fresh_attempts_and_runs_it_now(settings)
     await drain_jobs()
     task = await OutboxTask.get("t:replay")
     assert (task.status, task.attempts, task.last_error) == ("done", 1, None)
-    assert [c[2] for c in CALLS] == [1, 1]  # attempts started over
+    assert task.runs == 2 and [c[2] for c in CALLS] == [1, 2]  # fresh attempts, but the run count goes on
 
     with pytest.raises(outbox.TaskNotReplayable) as refused:
         await outbox.replay("t:replay")
@@ -351,14 +351,14 @@ async def test_replay_gives_a_dead_task_fresh_attempts_and_runs_it_now(settings)
     assert await outbox.revive("t:no-such-task") is None
 
 
-async def test_replay_of_a_waiting_task_makes_it_due_now_and_keeps_its_attempts(settings):
+async def test_replay_of_a_waiting_task_makes_it_due_now_with_fresh_attempts(settings):
     settings.outbox_retry_base_seconds = 600.0
     await add("t:waiting", "failing_task", hint=False)
     assert await outbox.execute("t:waiting") == "retry"
     assert as_utc((await OutboxTask.get("t:waiting")).due_at) > utcnow() + timedelta(seconds=200)
 
     revived = await outbox.revive("t:waiting")
-    assert (revived.status, revived.attempts) == ("pending", 1)
+    assert (revived.status, revived.attempts, revived.runs) == ("pending", 0, 1)
     assert as_utc(revived.due_at) <= utcnow() + MS
     assert queued() == [hint_of("t:waiting")]
 

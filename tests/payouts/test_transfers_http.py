@@ -43,7 +43,8 @@ async def test_transfer_request_and_success(connected: PayoutDriver, stripe_stub
 
     [sent] = stripe_stub.sent("POST", "/v1/transfers")
     assert sent.form == {"amount": "2000", "currency": "usd", "destination": ACCOUNT_ID,
-                         "metadata[payout_id]": payout["id"], "metadata[tester_id]": connected.tester["id"]}
+                         "metadata[payout_id]": payout["id"], "metadata[tester_id]": connected.tester["id"],
+                         "transfer_group": f"payout:{payout['id']}"}
     assert sent.headers["Idempotency-Key"] == f"payout:{payout['id']}"
     [paid] = await connected.listed()
     assert (paid["status"], paid["transfer_id"]) == ("paid", TRANSFER_ID)
@@ -123,6 +124,9 @@ async def test_a_reversal_before_the_payout_records_its_transfer_is_applied_when
         faults.inject("payouts.transfer.after_provider_call", "raise")
         await drain_jobs()
         assert len(stripe_stub.sent("POST", "/v1/transfers")) == 1
+        made = transfer_json(TRANSFER_ID, 2_000, ACCOUNT_ID, {"payout_id": payout_id})
+        stripe_stub.on("GET", "/v1/transfers", {"object": "list", "data": [made], "has_more": False,
+                                                "url": "/v1/transfers"})  # the retry looks it up by its group
     pending = await Payout.find_one()
     assert (pending.status, pending.transfer_id) == ("pending", None)
 
@@ -143,7 +147,7 @@ async def test_a_reversal_before_the_payout_records_its_transfer_is_applied_when
     payout = await Payout.find_one()
     assert (payout.status, payout.transfer_id, payout.reversed_cents) == (final_status, TRANSFER_ID, reversed_cents)
     assert await connected.balance() == {"available_cents": 3_000 + reversed_cents, "pending_cents": 0}
-    assert {r.form["amount"] for r in stripe_stub.sent("POST", "/v1/transfers")} == {"2000"}
+    assert [r.form["amount"] for r in stripe_stub.sent("POST", "/v1/transfers")] == ["2000"]  # made once
 
     # The provider redelivers, and another event reports the same total: nothing comes back twice.
     await deliver_reversal("evt_early_rev")

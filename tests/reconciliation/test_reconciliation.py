@@ -103,7 +103,7 @@ async def test_clean_books_reconcile_ok_through_the_task(settings):
     await deposit(new_id(), 1_200, await paid_intent(1_200))
     outcome = await reconcile_task()
     assert outcome["ok"] is True and outcome["mismatches"] == 0
-    assert outcome["skipped"] == ["provider_disputes", "transfers"]
+    assert outcome["skipped"] == ["provider_disputes", "provider_transfers", "transfers"]
     stored = await ReconciliationReport.get(PydanticObjectId(outcome["report_id"]))
     assert stored.checked["deposits"] == 1
 

@@ -5,9 +5,11 @@ and reconciliation reports every one of them."""
 
 import uuid
 
+import pytest
 from beanie import PydanticObjectId
 
 from app.config import get_settings
+from app.errors import BalanceOwed
 from app.escrow import service as escrow
 from app.integrations import payments
 from app.kit.money import fee_for
@@ -154,4 +156,28 @@ async def test_refunds_made_in_the_dashboard_are_taken_back_once_and_reported(cl
     report = await reconciliation.reconcile()
     outside = {(m["provider_id"], m["issue"]) for m in report.mismatches if m["kind"] == "refund"}
     assert outside == {(dashboard.id, "refund_outside_app"), (unseen.id, "refund_outside_app_not_recorded")}
+    assert (await ledger.check_invariants())["ok"]
+
+
+async def test_while_a_builder_owes_nothing_can_be_held_and_money_coming_back_settles_the_debt(client, wallet,
+                                                                                             settings):
+    """The chargeback lands while the builder's money sits in escrow: a new hold is refused, and the
+    voided hold's money pays the debt before any of it is spendable again."""
+    settings.platform_fee_bps = 0
+    deposit = await wallet.funded(1_000)
+    builder_id = PydanticObjectId(wallet.builder["id"])
+    hold = await escrow.hold_now(builder_id, PydanticObjectId(), 1_000, key=f"assignment:{uuid.uuid4().hex}")
+    await deliver(client, "charge.dispute.created",
+                  dispute(deposit["payment_intent_id"], 1_000, "needs_response", ("txn_held", -1_000)))
+    summary = await wallet.summary()
+    assert (summary["available_cents"], summary["held_cents"], summary["owed_cents"]) == (0, 1_000, 1_000)
+
+    await wallet.funded(600)  # settles 600 of the debt
+    with pytest.raises(BalanceOwed) as refused:
+        await escrow.hold_now(builder_id, PydanticObjectId(), 100, key=f"assignment:{uuid.uuid4().hex}")
+    assert refused.value.detail == {"owed_cents": 400}
+
+    await escrow.void_now(hold.id)  # the job was cancelled: the held money comes back
+    summary = await wallet.summary()
+    assert (summary["available_cents"], summary["held_cents"], summary["owed_cents"]) == (600, 0, 0)
     assert (await ledger.check_invariants())["ok"]

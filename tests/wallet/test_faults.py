@@ -162,3 +162,43 @@ async def test_a_worker_killed_mid_refund_is_finished_once_after_a_restart(walle
     assert (summary["available_cents"], summary["refund_pending_cents"]) == (500, 0)
     assert (await ledger.check_invariants())["ok"]
     assert await Deposit.count() == 1 and PydanticObjectId(deposit["deposit_id"])
+
+
+async def test_a_replayed_refund_task_looks_at_the_provider_before_refunding_again(client, actors, wallet, settings,
+                                                                                  monkeypatch):
+    """The provider took the refund but kept it pending until its task was dead-lettered; days later
+    it reports the refund done and the task is revived with fresh attempts. That run looks the
+    refund up instead of making a second one, and reconciliation would flag a second one anyway."""
+    from app.reconciliation import service as reconciliation
+    from tests.fixtures.factories import clear_localstripe
+
+    await clear_localstripe()
+    settings.outbox_max_attempts = 2
+    deposit = await wallet.funded(3_000)
+    real = payments.create_refund
+
+    def pending(call):
+        async def shown_pending(*args, **kwargs):
+            found = await call(*args, **kwargs)
+            for refund in found if isinstance(found, list) else [found]:
+                refund["status"] = "pending"
+            return found
+        return shown_pending
+
+    with monkeypatch.context() as patched:  # the provider keeps the refund pending
+        for name in ("create_refund", "retrieve_refund", "list_refunds"):
+            patched.setattr(payments, name, pending(getattr(payments, name)))
+        [lot] = (await wallet.refund(1_000)).json()["refunds"]
+        assert lot["status"] == "pending"
+        assert await settle_outbox() == ["dead"]  # still pending at the provider: out of tries
+
+    await refunds.nudge(lot["refund_id"])  # what charge.refund.updated does
+    assert await settle_outbox() == ["done"]
+    assert await provider_refunds(deposit["payment_intent_id"]) == [1_000]  # found, not made again
+    assert (await WalletRefund.get(PydanticObjectId(lot["refund_id"]))).status == "succeeded"
+
+    # Had a second one been made, reconciliation would say so.
+    await real(deposit["payment_intent_id"], 1_000, {"wallet_refund_id": lot["refund_id"]}, "dup")
+    report = await reconciliation.reconcile()
+    assert [(m["id"], m["issue"]) for m in report.mismatches if m["kind"] == "refund"] == [
+        (lot["refund_id"], "duplicate_provider_refund")]
