@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     mongo_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongo_db: str = "peertest"
     transaction_timeout_seconds: float = 120.0
+    transaction_unreachable_seconds: float = 10.0  # MongoDB unreachable this long: give up (503)
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     jwt_secret: str = DEV_SECRET

@@ -143,8 +143,10 @@ async def run_in_transaction(
     from app.config import get_settings
 
     client = get_client()
-    budget = timeout if timeout is not None else get_settings().transaction_timeout_seconds
+    settings = get_settings()
+    budget = timeout if timeout is not None else settings.transaction_timeout_seconds
     deadline = time.monotonic() + budget
+    unreachable_since: float | None = None
     attempt = 0
     while True:
         attempt += 1
@@ -155,7 +157,12 @@ async def run_in_transaction(
                 try:
                     result = await _attempt(session, fn, deadline)
                 except PyMongoError as exc:
-                    await _end_server_session(client, session)
+                    if isinstance(exc, ConnectionFailure):  # the server is gone: give up soon, as a 503
+                        unreachable_since = unreachable_since or time.monotonic()
+                        if time.monotonic() - unreachable_since > settings.transaction_unreachable_seconds:
+                            raise
+                    else:
+                        await _end_server_session(client, session)
                     if not _body_must_rerun(exc) or time.monotonic() >= deadline:
                         raise
                     await asyncio.sleep(_backoff(attempt))

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +49,7 @@ class IdempotencyRecord(Document):
     recovery_point: str = "started"  # the last money commit the request made
     attempts: int = 1
     locked_until: datetime | None = None  # the lease of the attempt running now
+    lease_token: str | None = None  # which attempt holds it: a stale one can neither finish nor release
     response_status: int | None = None
     response_body: Any = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -66,6 +68,7 @@ class Operation:
     record_id: str | None = None  # None when the client sent no key
     resumed: bool = False
     recovery_point: str = "started"
+    lease_token: str | None = None
 
 
 _current: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("idempotent_operation", default=None)
@@ -105,15 +108,15 @@ class Idempotency:
             result = await _within(claimed, action)
         except AppError as exc:
             if exc.status_code >= 500:
-                await _let_go(record_id)
+                await _let_go(claimed)
             else:
-                await _finish(record_id, exc.status_code, {"error": exc.code, "detail": jsonable_encoder(exc.detail)})
+                await _finish(claimed, exc.status_code, {"error": exc.code, "detail": jsonable_encoder(exc.detail)})
             raise
         except BaseException:
-            await _let_go(record_id)
+            await _let_go(claimed)
             raise
         payload = jsonable_encoder(result)
-        await _finish(record_id, status_code, payload)
+        await _finish(claimed, status_code, payload)
         return JSONResponse(payload, status_code, headers={"Idempotency-Key": self.key})
 
 
@@ -140,12 +143,13 @@ async def _claim(record_id: str, digest: str) -> Operation | JSONResponse:
         lease_end = now + timedelta(seconds=settings.idempotency_lease_seconds)
         coll = IdempotencyRecord.get_pymongo_collection()
         doc = await coll.find_one({"_id": record_id}, session=session)
+        lease = uuid.uuid4().hex
         if doc is None:
             record = IdempotencyRecord(id=record_id, request_hash=digest, operation_id=PydanticObjectId(),
-                                       locked_until=lease_end,
+                                       locked_until=lease_end, lease_token=lease,
                                        expires_at=now + timedelta(seconds=settings.idempotency_ttl_seconds))
             await record.insert(session=session)
-            return Operation(record.operation_id, record_id)
+            return Operation(record.operation_id, record_id, lease_token=lease)
         existing = IdempotencyRecord.model_validate(doc)
         if existing.request_hash != digest:
             raise IdempotencyKeyMismatch()
@@ -155,10 +159,12 @@ async def _claim(record_id: str, digest: str) -> Operation | JSONResponse:
         if existing.locked_until is not None and as_utc(existing.locked_until) > now:
             wait = math.ceil((as_utc(existing.locked_until) - now).total_seconds())
             raise IdempotencyKeyInFlight(headers={"Retry-After": str(max(1, wait))})
-        await coll.update_one({"_id": record_id}, {"$set": {"locked_until": lease_end}, "$inc": {"attempts": 1}},
+        await coll.update_one({"_id": record_id},
+                              {"$set": {"locked_until": lease_end, "lease_token": lease}, "$inc": {"attempts": 1}},
                               session=session)
-        log.info("idempotency key %s resumed from %s", record_id, existing.recovery_point)
-        return Operation(existing.operation_id, record_id, resumed=True, recovery_point=existing.recovery_point)
+        log.info("idempotency key %s resumed after %s", record_id, existing.recovery_point)
+        return Operation(existing.operation_id, record_id, resumed=True, recovery_point=existing.recovery_point,
+                         lease_token=lease)
 
     try:
         return await run_in_transaction(claim)
@@ -166,22 +172,23 @@ async def _claim(record_id: str, digest: str) -> Operation | JSONResponse:
         return await run_in_transaction(claim)
 
 
-async def _finish(record_id: str, status_code: int, body: Any) -> None:
-    await _set(record_id, {"status": "done", "response_status": status_code, "response_body": body,
-                           "locked_until": None})
+async def _finish(op: Operation, status_code: int, body: Any) -> None:
+    await _set(op, {"status": "done", "response_status": status_code, "response_body": body, "locked_until": None})
 
 
-async def _let_go(record_id: str) -> None:
+async def _let_go(op: Operation) -> None:
     """Keep the key and its operation id, but end the lease so a retry resumes at once."""
     try:
-        await _set(record_id, {"locked_until": None})
+        await _set(op, {"locked_until": None})
     except PyMongoError as exc:  # the lease then simply runs out
-        log.warning("could not release idempotency key %s: %s", record_id, exc)
+        log.warning("could not release idempotency key %s: %s", op.record_id, exc)
 
 
-async def _set(record_id: str, changes: dict[str, Any]) -> None:
+async def _set(op: Operation, changes: dict[str, Any]) -> None:
+    """Only while this attempt holds the lease: one that outlived it must not overwrite the next."""
+
     async def update(session: AsyncClientSession) -> None:
-        await IdempotencyRecord.get_pymongo_collection().update_one({"_id": record_id}, {"$set": changes},
-                                                                    session=session)
+        await IdempotencyRecord.get_pymongo_collection().update_one(
+            {"_id": op.record_id, "lease_token": op.lease_token}, {"$set": changes}, session=session)
 
     await run_in_transaction(update)

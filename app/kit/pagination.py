@@ -34,15 +34,16 @@ class PageParams:
         self.limit = limit
         self.cursor = cursor
 
-    def cursor_filter(self) -> dict[str, Any]:
+    def cursor_filter(self, string_ids: bool = False) -> dict[str, Any]:
+        """The keyset condition after the cursor; `string_ids` for collections keyed by strings."""
         if not self.cursor:
             return {}
         try:
             millis, raw_id = self.cursor.split("_", 1)
             at = datetime.fromtimestamp(int(millis) / 1000, UTC)
-            last_id: Any = ObjectId(raw_id) if ObjectId.is_valid(raw_id) else raw_id  # string keys too
             if not raw_id:
                 raise ValueError("empty id")
+            last_id: Any = raw_id if string_ids else ObjectId(raw_id)
         except (ValueError, InvalidId, OverflowError, OSError):
             raise Unprocessable("invalid cursor") from None
         return {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last_id}}]}
@@ -55,7 +56,7 @@ def cursor_of(doc: Document) -> str:
 
 async def paginate(model: type[D], filters: dict[str, Any], page: PageParams) -> tuple[list[D], str | None]:
     """One query: fetch limit+1 to know whether there is a next page."""
-    query = {**filters, **page.cursor_filter()}
+    query = {**filters, **page.cursor_filter(string_ids=model.model_fields["id"].annotation is str)}
     docs = await model.find(query).sort([("created_at", -1), ("_id", -1)]).limit(page.limit + 1).to_list()
     has_more = len(docs) > page.limit
     docs = docs[: page.limit]

@@ -16,4 +16,4 @@ BODY_CONTEXT = b"outbox-email"
 
 async def email(session: AsyncClientSession, to: str, subject: str, text: str) -> None:
     await outbox.add(session, SEND_EMAIL, to, subject, crypto.encrypt(text, BODY_CONTEXT),
-                     key=f"email:{uuid.uuid4().hex}", queue=DEFAULT, label=f"email to {to}: {subject}")
+                     key=f"email:{uuid.uuid4().hex}", queue=DEFAULT, label=f"email: {subject}")

@@ -1,9 +1,10 @@
 """The stack's health, probed in the background so that GET /health costs no I/O.
 
 Every HEALTH_PROBE_SECONDS the API process checks MongoDB (ping), Redis (a write with a TTL, so
-refused writes count as down), the live RQ workers, and the outbox (tasks overdue, tasks
+refused writes count as down), the registered RQ workers, and the outbox (tasks overdue, tasks
 dead-lettered). /health answers 200 while the process lives, with "status": "ok" or "degraded" and
-what is wrong; /health/db and /health/redis answer 503 when their dependency is down.
+the names of the problems; the figures go to /metrics (which a token can protect), not to the
+public endpoint. /health/db and /health/redis answer 503 when their dependency is down.
 """
 
 import asyncio
@@ -17,13 +18,14 @@ from app import db
 from app.config import get_settings
 from app.kit.redis import get_redis
 from app.kit.timeutil import utcnow
+from app.ops.metrics import DEPENDENCY_UP, OUTBOX_TASKS, RQ_WORKERS
 
 log = logging.getLogger(__name__)
 _snapshot: dict[str, Any] = {"status": "ok"}
 
 
 def snapshot() -> dict[str, Any]:
-    return _snapshot
+    return {"status": _snapshot.get("status", "ok"), "problems": _snapshot.get("problems", [])}
 
 
 async def redis_writable(timeout: float = 2.0) -> bool:
@@ -46,7 +48,17 @@ async def probe() -> dict[str, Any]:
     _snapshot.clear()
     _snapshot.update(status="degraded" if problems else "ok", problems=problems, checks=checks,
                      checked_at=utcnow().isoformat())
+    _export(checks)
     return _snapshot
+
+
+def _export(checks: dict[str, Any]) -> None:
+    for name in ("mongodb", "redis"):
+        DEPENDENCY_UP.labels(name).set(1 if checks[name] == "ok" else 0)
+    if checks.get("workers") is not None:
+        RQ_WORKERS.set(checks["workers"])
+    for state, count in (checks.get("outbox") or {}).items():
+        OUTBOX_TASKS.labels(state).set(count)
 
 
 async def _workers() -> int | None:

@@ -13,6 +13,11 @@ LATENCY = Histogram(
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge("rq_queue_depth", "Jobs waiting in each RQ queue", ["queue"], registry=REGISTRY)
+DEPENDENCY_UP = Gauge("dependency_up", "1 when the last health probe reached the dependency", ["dependency"],
+                      registry=REGISTRY)
+RQ_WORKERS = Gauge("rq_workers", "RQ workers registered in Redis", registry=REGISTRY)
+OUTBOX_TASKS = Gauge("outbox_tasks", "Outbox tasks dead-lettered, or due and waiting past the sweep", ["state"],
+                     registry=REGISTRY)
 
 
 def render() -> tuple[bytes, str]:

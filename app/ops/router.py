@@ -19,8 +19,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/health")
 async def health() -> dict:
-    """Liveness, always 200: `status` is "ok", or "degraded" with the problems (MongoDB or Redis
-    down, an outbox backlog) and the last probe's checks. It does no I/O itself."""
+    """Liveness, always 200: `status` is "ok", or "degraded" with the names of the problems
+    (mongodb, redis, outbox_backlog). It does no I/O itself; the figures are in /metrics."""
     return monitor.snapshot()
 
 

@@ -47,15 +47,15 @@ class MembershipCheckoutInProgress(Conflict):
     code, default_detail = "membership_checkout_in_progress", "Another membership checkout is still running."
 
 
-async def start_membership(user: User, payment_method_id: str) -> dict[str, Any]:
+async def start_membership(user: User, payment_method_id: str, operation_id: Any) -> dict[str, Any]:
     lock = await _lock_checkout(user.id)
     try:
-        return await _checkout(user, payment_method_id)
+        return await _checkout(user, payment_method_id, operation_id)
     finally:
         await _unlock_checkout(user.id, lock)
 
 
-async def _checkout(user: User, payment_method_id: str) -> dict[str, Any]:
+async def _checkout(user: User, payment_method_id: str, operation_id: Any) -> dict[str, Any]:
     customer_id = await ensure_customer(user)
     await _release_previous(user.id, customer_id)
     try:
@@ -68,12 +68,24 @@ async def _checkout(user: User, payment_method_id: str) -> dict[str, Any]:
     plan_id = await payments.ensure_plan(settings.membership_plan_id, settings.membership_price_cents,
                                          PLAN_PRODUCT_NAME)
     sub = (await payments.create_subscription(customer_id, plan_id, {"user_id": str(user.id)},
-                                              idempotency_key=f"membership:{user.id}:{method.id}")).to_dict()
+                                              idempotency_key=f"membership:{operation_id}")).to_dict()
+    await _keep_only_the_first(user.id, customer_id, sub)
     await _record_checkout(user.id, sub["id"])
     status = _STATUS.get(sub["status"], "incomplete")
     invoice = sub.get("latest_invoice")
     secret = await payments.invoice_client_secret(invoice) if status == "incomplete" and invoice else None
     return {"subscription_id": sub["id"], "status": status, "client_secret": secret}
+
+
+async def _keep_only_the_first(user_id: PydanticObjectId, customer_id: str, created: dict[str, Any]) -> None:
+    """A checkout that outlived its lock may race another: whichever subscribed second cancels its
+    own subscription, so a builder is never charged twice."""
+    live = [s for s in await payments.list_subscriptions(customer_id)
+            if s["id"] != created["id"] and _STATUS.get(s["status"]) in ("active", "past_due")]
+    if live:
+        await payments.cancel_subscription(created["id"])
+        await _store_membership(user_id, live[0])
+        raise MembershipActive({"status": _STATUS[live[0]["status"]], "subscription_id": live[0]["id"]})
 
 
 async def _lock_checkout(user_id: PydanticObjectId) -> datetime:

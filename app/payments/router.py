@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import BuilderUser, TesterUser
-from app.kit.idempotency import Idempotency
+from app.kit.idempotency import Idempotency, Operation
 from app.payments import connect, inbox, membership
 from app.payments.schemas import CheckoutStarted, MembershipCheckout, MembershipStatus, OnboardingLink
 
@@ -32,8 +32,8 @@ async def membership_checkout(body: MembershipCheckout, user: BuilderUser,
                               idem: Annotated[Idempotency, Depends()]) -> JSONResponse:
     """Subscribes the builder to the monthly membership, paying with `payment_method_id`."""
 
-    async def action(_op) -> CheckoutStarted:
-        return CheckoutStarted(**await membership.start_membership(user, body.payment_method_id))
+    async def action(op: Operation) -> CheckoutStarted:
+        return CheckoutStarted(**await membership.start_membership(user, body.payment_method_id, op.id))
 
     return await idem.run(user.id, body, action)
 
