@@ -69,65 +69,60 @@ def test_documents_are_found_without_a_list():
     assert User in models and OutboxTask in models and all(issubclass(m, Document) for m in models)
 
 
-async def test_an_unknown_commit_result_retries_the_commit_not_the_body():
-    """The commit happened but its answer was lost: the helper asks the server to commit again
-    (it confirms), and the body, which would make a second effect, does not run again."""
+class CountedEffect:
+    """A transaction body that inserts one document per run into a scratch collection."""
+
+    def __init__(self, name: str, fail_first_run_with: Exception | None = None):
+        self.coll = db.get_client()["peertest_scratch"][name]
+        self.runs = 0
+        self.fail_first_run_with = fail_first_run_with
+
+    async def __call__(self, session) -> None:
+        self.runs += 1
+        await self.coll.insert_one({"run": self.runs}, session=session)
+        if self.runs == 1 and self.fail_first_run_with is not None:
+            raise self.fail_first_run_with
+
+    async def committed_runs(self) -> list[int]:
+        found = [d["run"] async for d in self.coll.find({})]
+        await self.coll.drop()
+        return found
+
+
+def lose_commit_answers(times: int | None) -> None:
     from app import faults
     from tests.fixtures.faults import unknown_commit_result
-
-    coll = db.get_client()["peertest_scratch"]["effects"]
-    runs = {"body": 0}
-
-    async def insert_one_effect(session):
-        runs["body"] += 1
-        await coll.insert_one({"effect": runs["body"]}, session=session)
 
     def lose_answer():
         raise unknown_commit_result()
 
-    faults.inject("transaction.after_commit", lose_answer, times=2)  # lost twice, then answered
-    await db.run_in_transaction(insert_one_effect)
-    assert runs["body"] == 1 and await coll.count_documents({}) == 1
-    await coll.drop()
+    faults.inject("transaction.after_commit", lose_answer, times=times)
+
+
+async def test_an_unknown_commit_result_retries_the_commit_not_the_body():
+    """The commit happened but its answer was lost: the helper asks the server to commit again
+    (it confirms), and the body, which would make a second effect, does not run again."""
+    body = CountedEffect("effects")
+    lose_commit_answers(times=2)  # lost twice, then answered
+    await db.run_in_transaction(body)
+    assert body.runs == 1 and await body.committed_runs() == [1]
 
 
 async def test_a_commit_that_stays_unknown_surfaces_the_error_and_never_reruns_the_body():
     from pymongo.errors import OperationFailure
 
-    from app import faults
-    from tests.fixtures.faults import unknown_commit_result
-
-    coll = db.get_client()["peertest_scratch"]["effects2"]
-    runs = {"body": 0}
-
-    async def body(session):
-        runs["body"] += 1
-        await coll.insert_one({"n": 1}, session=session)
-
-    def lose_answer():
-        raise unknown_commit_result()
-
-    faults.inject("transaction.after_commit", lose_answer, times=None)
+    body = CountedEffect("effects2")
+    lose_commit_answers(times=None)
     with pytest.raises(OperationFailure) as raised:
         await db.run_in_transaction(body, timeout=0.3)
     assert raised.value.has_error_label("UnknownTransactionCommitResult")
-    assert runs["body"] == 1 and await coll.count_documents({}) == 1  # it did commit, once
-    await coll.drop()
+    assert body.runs == 1 and await body.committed_runs() == [1]  # it did commit, once
 
 
 async def test_a_write_conflict_reruns_the_body_in_a_new_transaction():
     """Transient failures before a commit are safe to rerun: nothing was committed."""
     from pymongo.errors import OperationFailure
 
-    coll = db.get_client()["peertest_scratch"]["effects3"]
-    runs = {"body": 0}
-
-    async def conflicted_once(session):
-        runs["body"] += 1
-        await coll.insert_one({"attempt": runs["body"]}, session=session)
-        if runs["body"] == 1:
-            raise OperationFailure("Write conflict during transaction commit")
-
-    await db.run_in_transaction(conflicted_once)
-    assert runs["body"] == 2 and [d["attempt"] async for d in coll.find({})] == [2]
-    await coll.drop()
+    body = CountedEffect("effects3", fail_first_run_with=OperationFailure("Write conflict during transaction commit"))
+    await db.run_in_transaction(body)
+    assert body.runs == 2 and await body.committed_runs() == [2]
