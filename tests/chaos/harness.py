@@ -1,6 +1,7 @@
-"""The chaos test's tools: a private `scripts/stack.py run`, an HTTP client that records every
-answer, the faults (Redis refusing writes, Stripe redelivering late and in bursts, a SIGKILLed
-worker) and read-only views of the chaos stack's MongoDB and localstripe.
+"""The chaos test's tools: the private stack (tests/fixtures/private_stack.py) on its own
+database, an HTTP client that records every answer, the faults (Redis refusing writes, Stripe
+redelivering late and in bursts, a SIGKILLed worker) and read-only views of the chaos stack's
+MongoDB and localstripe.
 
 Nothing here touches the suite's own services: the private stack gets its own run directory,
 ports, database, Redis, S3 and localstripe.
@@ -13,15 +14,9 @@ import email
 import hashlib
 import hmac
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,13 +28,8 @@ import redis.asyncio as aioredis
 import stripe
 from redis.exceptions import OutOfMemoryError, RedisError
 
-ROOT = Path(__file__).resolve().parents[2]
-_VENV_PY = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
-# What scripts/test and tests/conftest.py export for the suite: the chaos stack starts its own.
-SUITE_VARS = ("MONGO_URI", "REDIS_URL", "STRIPE_API_BASE", "S3_ENDPOINT_URL", "STRIPE_SIMULATE_CONNECT",
-              "MAIL_OUTBOX_DIR", "MONGO_DB", "ENVIRONMENT", "FAULTS", "PUBLIC_BASE_URL")
-PORT_VARS = ("API_PORT", "MONGO_PORT", "REDIS_PORT", "S3_PORT", "LOCALSTRIPE_PORT")
+from tests.fixtures.private_stack import PYTHON, ROOT, PrivateStack
+
 STRIPE_KEY = "sk_test_local"
 WEBHOOK_SECRET = "whsec_local_dev"
 PASSWORD = "correct-horse-42"
@@ -47,181 +37,19 @@ DB_NAME = "chaos"
 
 
 # -- processes ---------------------------------------------------------------------------------------
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def alive(pid: int | None) -> bool:
-    """Running, and not a zombie waiting for its parent."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def children_of(pid: int) -> list[int]:
-    """Live direct children of pid (an RQ worker's work horse)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
 async def wait_for(check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
+    """The async wait_until: check()'s first truthy result, or its last one after timeout seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got or time.monotonic() > deadline:
-            return got
+    while not (got := check()) and time.monotonic() <= deadline:
         await asyncio.sleep(step)
+    return got
 
 
-class ChaosStack:
-    """`scripts/stack.py run` in its own session, on its own ports and run directory."""
+class ChaosStack(PrivateStack):
+    """The private stack on database DB_NAME, with an admin and the verification mails at hand."""
 
     def __init__(self, tmp_path: Path, settings: dict[str, str]):
-        self.tmp_path = tmp_path
-        self.run_dir = tmp_path / "run"
-        self.ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
-        env = {k: v for k, v in os.environ.items() if k not in SUITE_VARS}
-        env.update({k: str(v) for k, v in self.ports.items()}, PEERTEST_RUN_DIR=str(self.run_dir),
-                   MONGO_DB=DB_NAME, **settings)
-        self.env = env
-        self.stdout_path, self.stderr_path = tmp_path / "stack.stdout", tmp_path / "stack.stderr"
-        self.proc: subprocess.Popen | None = None
-        self.seen: set[int] = set()  # every child pid read from a pidfile
-
-    # addresses
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.ports['API_PORT']}"
-
-    @property
-    def stripe_base(self) -> str:
-        return f"http://127.0.0.1:{self.ports['LOCALSTRIPE_PORT']}"
-
-    @property
-    def mongo_uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.ports['MONGO_PORT']}/?directConnection=true"
-
-    @property
-    def mail_dir(self) -> Path:
-        return self.run_dir / "outbox"
-
-    def start(self, timeout: float = 90) -> None:
-        """Start the stack and wait for its banner (printed once every child passed its ready check)."""
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([PYTHON, "scripts/stack.py", "run"], cwd=ROOT, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None or "PeerTest Hub is running" in self.stdout_path.read_text():
-                break
-            time.sleep(0.25)
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the chaos stack exited at start (rc={self.proc.returncode})\n{self.report()}")
-        if "PeerTest Hub is running" not in self.stdout_path.read_text():
-            raise AssertionError(f"the chaos stack did not print its banner within {timeout:.0f} s\n{self.report()}")
-        for name in ("api", "worker", "scheduler", "redis", "mongo", "s3", "localstripe"):
-            if not self.pid(name):
-                raise AssertionError(f"no pidfile for {name}\n{self.report()}")
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def pid(self, name: str) -> int | None:
-        try:
-            pid = int((self.run_dir / "pids" / f"{name}.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        self.seen.add(pid)
-        return pid
-
-    def log(self, name: str) -> str:
-        try:
-            return (self.run_dir / "logs" / f"{name}.log").read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def grep(self, pattern: str, names: tuple[str, ...] = ("api", "worker", "scheduler"), limit: int = 30,
-             ignore: str | None = None) -> list[str]:
-        """Log lines matching pattern (a regex) and not `ignore`, prefixed by their log's name; the last `limit`."""
-        rx, skip = re.compile(pattern), re.compile(ignore) if ignore else None
-        hits = [f"[{name}.log] {line}" for name in names for line in self.log(name).splitlines()
-                if rx.search(line) and not (skip and skip.search(line))]
-        return hits[-limit:]
-
-    def report(self, lines: int = 15) -> str:
-        """The supervisor's stderr and the tail of every child log, for assertion messages."""
-        try:
-            stderr = self.stderr_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            stderr = "(none)"
-        parts = [f"--- stack stderr\n{stderr}"]
-        for log in sorted((self.run_dir / "logs").glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(line[:600] for line in tail))
-        return "\n".join(parts)
-
-    def stop(self, timeout: float = 25) -> int | None:
-        """SIGTERM the supervisor (it stops its children in order); None if it did not stop in time."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def leftovers(self) -> list[int]:
-        """Live processes this stack started: a pid we saw, or a process whose environment carries
-        this stack's PEERTEST_RUN_DIR (RQ work horses included)."""
-        marker = f"PEERTEST_RUN_DIR={self.run_dir}\0".encode()
-        found = {pid for pid in self.seen if alive(pid)}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                try:
-                    if marker in (entry / "environ").read_bytes() and alive(int(entry.name)):
-                        found.add(int(entry.name))
-                except OSError:
-                    pass
-        return sorted(found)
-
-    def kill_everything(self) -> None:
-        """SIGKILL the supervisor's session/group and every child's own group, then any leftover."""
-        if self.proc is None:
-            return
-        for pid in [self.proc.pid, *self.seen]:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for pid in self.leftovers():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        super().__init__(tmp_path, {"MONGO_DB": DB_NAME, **settings})
 
     def create_admin(self, address: str) -> None:
         env = {**self.env, "MONGO_URI": self.mongo_uri, "MONGO_DB": DB_NAME}
@@ -241,14 +69,6 @@ class ChaosStack:
             if found := re.search(r"^Token: (\S+)$", body, re.MULTILINE):
                 token = found.group(1)
         return token
-
-
-def health_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # -- the HTTP side -------------------------------------------------------------------------------------

@@ -29,13 +29,11 @@ from tests.chaos.harness import (
     Provider,
     Recorder,
     RedisWrites,
-    alive,
-    children_of,
     error_code,
-    health_ok,
     redeliver,
     wait_for,
 )
+from tests.fixtures.private_stack import alive, children_of, health_ok
 
 SEED = int(os.environ.get("CHAOS_SEED", "20261123"))
 WORKLOAD_SECONDS = float(os.environ.get("CHAOS_SECONDS", "60"))
@@ -380,12 +378,7 @@ async def worker_kills(stack: ChaosStack, plan: Plan, start: float, chaos: Chaos
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-
-        def restarted() -> int | None:
-            pid = stack.pid("worker")
-            return pid if pid not in (None, old) and alive(pid) else None
-
-        new = await wait_for(restarted, 15)
+        new = await wait_for(lambda: stack.restarted_pid("worker", old), 15)
         chaos.kills.append({"at": round(time.monotonic() - start, 1), "old": old, "horses": horses,
                             "new": new or None})
 
