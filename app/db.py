@@ -16,8 +16,8 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from app.config import Settings
 from app import faults
+from app.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -6,7 +6,6 @@ from datetime import timedelta
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.auth.models import OneTimeToken, RefreshToken
-from app.kit.passwords import check_strength
 from app.auth.schemas import RegisterIn, TokenPair
 from app.config import get_settings
 from app.db import duplicate_key_as, run_in_transaction
@@ -20,6 +19,7 @@ from app.errors import (
     RefreshTokenReused,
 )
 from app.kit import ratelimit
+from app.kit.passwords import check_strength
 from app.kit.security import create_access_token, hash_password, hash_token, new_opaque_token, verify_password
 from app.kit.timeutil import as_utc, utcnow
 from app.notifications import service as notifications

@@ -163,5 +163,6 @@ async def visible_holds(user, status: str | None, page: PageParams) -> tuple[lis
 
 @ledger.register_expectation
 async def held_equals_open_holds(session: AsyncClientSession) -> tuple[str, str, dict[str, int]]:
-    totals = await ledger.open_totals(session, EscrowTransaction, "held", "builder_id", {"$add": ["$amount_cents", "$fee_cents"]})
+    totals = await ledger.open_totals(session, EscrowTransaction, "held", "builder_id",
+                                      {"$add": ["$amount_cents", "$fee_cents"]})
     return "held_equals_open_holds", "held", {builder_held(owner): cents for owner, cents in totals.items()}

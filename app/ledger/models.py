@@ -1,5 +1,4 @@
 from datetime import datetime
-from typing import Any
 
 from beanie import Document
 from pydantic import BaseModel, Field

@@ -26,10 +26,10 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from redis.exceptions import RedisError
 
+from app import faults
 from app.config import get_settings
 from app.db import after_commit, run_in_transaction
 from app.errors import AppError, Conflict, NotFound
-from app import faults
 from app.kit.pagination import PageParams, paginate
 from app.kit.queue import HIGH, enqueue_async
 from app.kit.timeutil import as_utc, utcnow

@@ -59,7 +59,7 @@ async def _checkout(user: User, payment_method_id: str, operation_id: Any) -> di
     customer_id = await ensure_customer(user)
     await _release_previous(user.id, customer_id)
     try:
-        method = await payments.attach_payment_method(payment_method_id, customer_id)
+        await payments.attach_payment_method(payment_method_id, customer_id)
     except PaymentProviderError as exc:
         if payments.outcome_unknown(exc):
             raise

@@ -21,11 +21,11 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from app import faults
 from app.config import get_settings
 from app.db import run_in_transaction, transition
 from app.errors import PaymentProviderError, PayoutAccountMissing, PayoutBelowMinimum
 from app.integrations import payments
-from app import faults
 from app.kit.idempotency import checkpoint
 from app.kit.pagination import PageParams, paginate
 from app.kit.timeutil import utcnow

@@ -42,7 +42,8 @@ DEPOSIT_STATUSES = {
     "failed": {"requires_payment_method", "canceled"},
     "canceled": {"canceled"},
 }
-REFUND_STATUSES = {"pending": {"pending", "requires_action"}, "succeeded": {"succeeded"}, "failed": {"failed", "canceled"}}
+REFUND_STATUSES = {"pending": {"pending", "requires_action"}, "succeeded": {"succeeded"},
+                   "failed": {"failed", "canceled"}}
 SETTLED_DISPUTES = {"won", "warning_closed"}
 
 
@@ -248,7 +249,8 @@ async def _provider_disputes(since: datetime, _provider: ProviderView) -> tuple[
         {"_id": {"$in": [d["id"] for d in disputes]}}, {"_id": 1})}
     return len(disputes), [
         _mismatch("chargeback", None, d["id"], "dispute_not_recorded", {},
-                  {"amount_cents": d.get("amount"), "status": d.get("status"), "payment_intent": d.get("payment_intent")})
+                  {"amount_cents": d.get("amount"), "status": d.get("status"),
+                   "payment_intent": d.get("payment_intent")})
         for d in disputes if d["id"] not in recorded
     ]
 

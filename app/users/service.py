@@ -1,9 +1,9 @@
 from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from app.kit.passwords import check_strength
 from app.db import duplicate_key_as, run_in_transaction
 from app.errors import EmailTaken, NotFound, Unprocessable
+from app.kit.passwords import check_strength
 from app.kit.security import hash_password
 from app.kit.timeutil import utcnow
 from app.users.models import User

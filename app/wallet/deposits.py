@@ -53,7 +53,8 @@ async def create_deposit(user: User, amount_cents: int, deposit_id: PydanticObje
         )
     except PaymentProviderError as exc:
         if not payments.outcome_unknown(exc):
-            await run_in_transaction(lambda s: _close_unpaid(s, deposit.id, "failed", f"provider error: {exc.detail}"))
+            reason = f"provider error: {exc.detail}"
+            await run_in_transaction(lambda s: _close_unpaid(s, deposit.id, "failed", reason))
         raise
     return await run_in_transaction(lambda s: _attach_intent(s, deposit.id, intent.id, intent.client_secret))
 

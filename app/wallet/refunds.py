@@ -20,10 +20,10 @@ from beanie import PydanticObjectId
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from app import faults
 from app.db import run_in_transaction, transition
 from app.errors import BalanceOwed, InsufficientFunds, PaymentProviderError
 from app.integrations import payments
-from app import faults
 from app.kit.idempotency import checkpoint
 from app.kit.timeutil import utcnow
 from app.ledger import service as ledger

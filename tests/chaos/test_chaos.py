@@ -371,14 +371,14 @@ async def worker_kills(stack: ChaosStack, plan: Plan, start: float, chaos: Chaos
         old = stack.pid("worker")
         horses: list[int] = []
         if with_horse and old:  # a crash mid-job: wait (briefly) until the worker runs a job in a horse
-            horses = await wait_for(lambda: children_of(old), 8, 0.02) or []
+            horses = await wait_for(lambda old=old: children_of(old), 8, 0.02) or []
         for pid in [old, *horses]:
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        new = await wait_for(lambda: stack.restarted_pid("worker", old), 15)
+        new = await wait_for(lambda old=old: stack.restarted_pid("worker", old), 15)
         chaos.kills.append({"at": round(time.monotonic() - start, 1), "old": old, "horses": horses,
                             "new": new or None})
 

@@ -12,7 +12,7 @@ from app.outbox.models import OutboxTask
 from app.payments.models import InboxEvent
 from tests.fixtures.factories import drain_jobs, post_stripe_event, settle_outbox, stripe_event
 from tests.test_cli import ROOT
-from tests.wallet.conftest import WalletDriver, intent, pay, wallet  # noqa: F401
+from tests.wallet.conftest import WalletDriver, intent, pay
 
 
 class HandlerBug(RuntimeError):

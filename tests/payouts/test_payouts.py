@@ -10,8 +10,8 @@ from app.integrations import payments
 from app.ledger import service as ledger
 from app.ledger.accounts import EXTERNAL
 from app.ledger.models import Journal
-from app.payouts import service as payouts
 from app.outbox.models import OutboxTask
+from app.payouts import service as payouts
 from app.payouts.models import Payout
 from tests.fixtures.factories import drain_jobs, settle_outbox, user_doc
 from tests.payouts.conftest import PayoutDriver, earn

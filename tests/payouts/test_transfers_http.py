@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.outbox.models import OutboxTask
 from app.ledger import service as ledger
+from app.outbox.models import OutboxTask
 from app.payouts.models import Payout
 from tests.fixtures.factories import drain_jobs, post_stripe_event, stripe_event
 from tests.fixtures.stripe_stub import StripeStub, account_json, account_link_json, stripe_stub, transfer_json  # noqa: F401

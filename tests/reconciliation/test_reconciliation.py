@@ -2,22 +2,21 @@
 mismatches: every one is reported, nothing is corrected."""
 
 import asyncio
-
-import pytest
 import os
 import sys
 import uuid
 from datetime import timedelta
 
+import pytest
 from beanie import PydanticObjectId
 
 from app.config import get_settings
 from app.integrations import payments
 from app.kit.timeutil import utcnow
+from app.payouts.models import Payout
 from app.reconciliation import service as reconciliation
 from app.reconciliation.models import ReconciliationReport
 from app.reconciliation.tasks import reconcile as reconcile_task
-from app.payouts.models import Payout
 from app.wallet.models import Deposit, WalletRefund
 from tests.fixtures.factories import clear_localstripe, new_id
 from tests.fixtures.stripe_stub import StripeStub, stripe_stub, transfer_json  # noqa: F401

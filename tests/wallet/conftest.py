@@ -1,7 +1,7 @@
 """A builder driving the wallet through the public API, paying like Stripe.js would."""
 
-import stripe
 import pytest
+import stripe
 
 from app.integrations import payments
 from app.ledger import service as ledger

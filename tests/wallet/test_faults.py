@@ -5,8 +5,8 @@ import asyncio
 
 from beanie import PydanticObjectId
 
-from app.integrations import payments
 from app import faults
+from app.integrations import payments
 from app.kit.idempotency import IdempotencyRecord
 from app.kit.queue import queue_depths
 from app.ledger import service as ledger
