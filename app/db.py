@@ -145,8 +145,9 @@ async def run_in_transaction(
     client = get_client()
     settings = get_settings()
     budget = timeout if timeout is not None else settings.transaction_timeout_seconds
-    deadline = time.monotonic() + budget
-    unreachable_since: float | None = None
+    started = time.monotonic()
+    deadline = started + budget
+    unreachable_deadline = started + settings.transaction_unreachable_seconds
     attempt = 0
     while True:
         attempt += 1
@@ -155,11 +156,10 @@ async def run_in_transaction(
         try:
             async with client.start_session() as session:
                 try:
-                    result = await _attempt(session, fn, deadline)
+                    result = await _attempt(session, fn, deadline, unreachable_deadline)
                 except PyMongoError as exc:
                     if isinstance(exc, ConnectionFailure):  # the server is gone: give up soon, as a 503
-                        unreachable_since = unreachable_since or time.monotonic()
-                        if time.monotonic() - unreachable_since > settings.transaction_unreachable_seconds:
+                        if time.monotonic() >= unreachable_deadline:
                             raise
                     else:
                         await _end_server_session(client, session)
@@ -174,7 +174,7 @@ async def run_in_transaction(
 
 
 async def _attempt(session: AsyncClientSession, fn: Callable[[AsyncClientSession], Awaitable[T]],
-                   deadline: float) -> T:
+                   deadline: float, unreachable_deadline: float) -> T:
     await session.start_transaction(read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority"))
     try:
         result = await fn(session)
@@ -185,11 +185,11 @@ async def _attempt(session: AsyncClientSession, fn: Callable[[AsyncClientSession
             except PyMongoError as exc:
                 log.warning("abortTransaction failed: %s", exc)
         raise
-    await _commit(session, deadline)
+    await _commit(session, deadline, unreachable_deadline)
     return result
 
 
-async def _commit(session: AsyncClientSession, deadline: float) -> None:
+async def _commit(session: AsyncClientSession, deadline: float, unreachable_deadline: float) -> None:
     retry = 0
     while True:
         try:
@@ -197,7 +197,9 @@ async def _commit(session: AsyncClientSession, deadline: float) -> None:
             await faults.hit("transaction.after_commit")
             return
         except PyMongoError as exc:
-            if not _commit_result_unknown(exc) or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if not _commit_result_unknown(exc) or now >= deadline or (
+                    isinstance(exc, ConnectionFailure) and now >= unreachable_deadline):
                 raise
             retry += 1
             log.warning("commit result unknown (%s); retrying the commit", exc)

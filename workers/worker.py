@@ -1,5 +1,7 @@
-"""python -m workers.worker [--burst]: one RQ worker on the high, default and low queues (in that
-priority). --burst drains the queues and exits.
+"""python -m workers.worker [--burst] [--queues high,default]: one RQ worker on the given queues
+(default: high, default and low, in that priority). --burst drains the queues and exits. The stack
+runs two: money and mail (high, default), and the slow periodic work (low), so an hour-long
+reconciliation never holds up a deposit.
 
 It rides out Redis faults. RQ's own work loop quits on any Redis error it does not expect (a
 refused write while a job starts, a restart): this entry point then waits for a job still running
@@ -43,7 +45,9 @@ class ResilientWorker(Worker):
 
 
 def main(argv: list[str] | None = None) -> None:
-    burst = "--burst" in (sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    burst = "--burst" in args
+    queues = _queues(args)
     settings = get_settings()
     setup_logging(settings.log_level)
     if settings.sentry_dsn:
@@ -51,11 +55,11 @@ def main(argv: list[str] | None = None) -> None:
 
         sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment)
     registry.load()  # every task module, imported once before work horses fork
-    log.info("worker starting on queues %s", ",".join(QUEUE_NAMES))
+    log.info("worker starting on queues %s", ",".join(queues))
     while True:
         worker = None
         try:
-            worker = ResilientWorker(list(QUEUE_NAMES), connection=get_sync_redis(), job_monitoring_interval=5)
+            worker = ResilientWorker(queues, connection=get_sync_redis(), job_monitoring_interval=5)
             worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level)
         except (RedisError, OSError) as exc:
             log.warning("worker could not reach Redis: %s", exc)
@@ -67,6 +71,15 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("worker loop ended on a Redis fault; starting a fresh worker once Redis takes writes")
         if not _wait_for_redis():
             return
+
+
+def _queues(args: list[str]) -> list[str]:
+    if "--queues" not in args:
+        return list(QUEUE_NAMES)
+    wanted = args[args.index("--queues") + 1].split(",") if args.index("--queues") + 1 < len(args) else []
+    if not wanted or any(name not in QUEUE_NAMES for name in wanted):
+        raise SystemExit(f"--queues takes a comma-separated list of {', '.join(QUEUE_NAMES)}")
+    return sorted(wanted, key=QUEUE_NAMES.index)
 
 
 def _wait_for_horse(worker: Worker | None) -> None:

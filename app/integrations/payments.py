@@ -96,10 +96,14 @@ async def list_refunds_since(created_since: int) -> list[Any]:
 
 async def _created_since(resource: Any, created_since: int) -> list[Any]:
     """localstripe refuses the `created` filter (a 400 or a 500, depending on the resource); then
-    everything is listed and the filter applied here. Correct either way, only slower."""
+    everything is listed and the filter applied here. Correct either way, only slower. A provider
+    that cannot be reached (or asks us to slow down) is not listed twice."""
     try:
         page = await call(resource.list_async(params={"limit": 100, "created": {"gte": created_since}}))
-    except PaymentProviderError:
+    except PaymentProviderError as exc:
+        status = getattr(exc.__cause__, "http_status", None)
+        if isinstance(exc.__cause__, stripe.APIConnectionError) or status == 429:
+            raise
         page = await call(resource.list_async(params={"limit": 100}))
     return [item for item in await _every(page) if item.created >= created_since]
 
@@ -123,8 +127,8 @@ def outcome_unknown(exc: PaymentProviderError) -> bool:
     the same idempotency key is still in flight): the caller must check or retry with the same
     idempotency key, never undo."""
     cause = exc.__cause__
-    if isinstance(cause, stripe.APIConnectionError):
-        return True
+    if isinstance(cause, stripe.APIConnectionError | stripe.IdempotencyError):
+        return True  # an idempotency error says the key was used before: never take it as a refusal
     status = getattr(cause, "http_status", None)
     return isinstance(cause, stripe.StripeError) and status is not None and (status >= 500 or status in (409, 429))
 

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from app.config import get_settings
 from app.db import run_in_transaction
@@ -112,8 +112,9 @@ class Idempotency:
             else:
                 await _finish(claimed, exc.status_code, {"error": exc.code, "detail": jsonable_encoder(exc.detail)})
             raise
-        except BaseException:
-            await _let_go(claimed)
+        except BaseException as exc:
+            if not isinstance(exc, ConnectionFailure):  # without MongoDB the lease simply runs out
+                await _let_go(claimed)
             raise
         payload = jsonable_encoder(result)
         await _finish(claimed, status_code, payload)

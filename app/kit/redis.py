@@ -16,10 +16,10 @@ from app.config import get_settings
 _async_client: aioredis.Redis | None = None
 
 
-def _options(retry_class: type) -> dict[str, Any]:
-    # A dropped connection is retried; a timeout is not: a hung Redis must fail fast, not three times.
-    return {"socket_connect_timeout": 2, "health_check_interval": 10, "retry_on_error": [RedisConnectionError],
-            "retry": retry_class(ExponentialBackoff(cap=0.5, base=0.05), 3)}
+def _options(retry_class: type, retries: int = 3) -> dict[str, Any]:
+    # A dropped connection is retried; a timeout is not: a hung Redis must fail fast, not four times.
+    retry = retry_class(ExponentialBackoff(cap=0.5, base=0.05), retries, supported_errors=(RedisConnectionError,))
+    return {"socket_connect_timeout": 2, "health_check_interval": 10, "retry": retry}
 
 
 def get_redis() -> aioredis.Redis:
@@ -45,8 +45,8 @@ def get_sync_redis() -> redis.Redis:
 def get_hint_redis() -> redis.Redis:
     """For queue hints sent from a request: best effort, so it gives up within about a second
     instead of holding the request while Redis hangs (the outbox sweep re-sends the hint)."""
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1, socket_connect_timeout=0.5,
-                                retry=Retry(ExponentialBackoff(), 0))
+    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1,
+                                **{**_options(Retry, retries=1), "socket_connect_timeout": 0.5})
 
 
 async def reset_clients() -> None:

@@ -43,7 +43,7 @@ async def probe() -> dict[str, Any]:
     if mongo:
         checks["outbox"] = await _outbox()
     problems = [name for name in ("mongodb", "redis") if checks[name] != "ok"]
-    if checks.get("outbox", {}).get("overdue"):
+    if (checks.get("outbox") or {}).get("overdue"):
         problems.append("outbox_backlog")
     _snapshot.clear()
     _snapshot.update(status="degraded" if problems else "ok", problems=problems, checks=checks,

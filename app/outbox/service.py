@@ -224,7 +224,8 @@ async def revive(key: str) -> OutboxTask | None:
         if current is None:
             return None
         changes = {"status": "pending", "attempts": 0, "due_at": now, "updated_at": now,
-                   "give_up_at": now + timedelta(seconds=current.get("max_age_seconds") or 0)}
+                   "give_up_at": now + timedelta(seconds=current.get("max_age_seconds")
+                                                 or get_settings().outbox_max_age_seconds)}
         if current["status"] == "dead":
             changes["lease_until"] = None
         doc = await coll.find_one_and_update({"_id": key}, {"$set": changes}, session=session,

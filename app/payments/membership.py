@@ -78,14 +78,26 @@ async def _checkout(user: User, payment_method_id: str, operation_id: Any) -> di
 
 
 async def _keep_only_the_first(user_id: PydanticObjectId, customer_id: str, created: dict[str, Any]) -> None:
-    """A checkout that outlived its lock may race another: whichever subscribed second cancels its
-    own subscription, so a builder is never charged twice."""
+    """A checkout that outlived its lock may race another. Both sides pick the same winner (the
+    oldest live subscription, by creation then id); a loser cancels its own subscription and
+    refunds the first invoice it paid, so a builder is never charged twice."""
     live = [s for s in await payments.list_subscriptions(customer_id)
-            if s["id"] != created["id"] and _STATUS.get(s["status"]) in ("active", "past_due")]
-    if live:
-        await payments.cancel_subscription(created["id"])
-        await _store_membership(user_id, live[0])
-        raise MembershipActive({"status": _STATUS[live[0]["status"]], "subscription_id": live[0]["id"]})
+            if _STATUS.get(s["status"]) in ("active", "past_due") or s["id"] == created["id"]]
+    winner = min(live or [created], key=lambda s: (s.get("created") or 0, s["id"]))
+    if winner["id"] == created["id"]:
+        return
+    await payments.cancel_subscription(created["id"])
+    await _refund_first_invoice(created)
+    await _store_membership(user_id, winner)
+    raise MembershipActive({"status": _STATUS.get(winner["status"], "incomplete"), "subscription_id": winner["id"]})
+
+
+async def _refund_first_invoice(sub: dict[str, Any]) -> None:
+    invoice = sub.get("latest_invoice")
+    intent_id = invoice.get("payment_intent") if isinstance(invoice, dict) else None
+    if intent_id and invoice.get("status") == "paid" and invoice.get("amount_paid"):
+        await payments.create_refund(intent_id, int(invoice["amount_paid"]), {"subscription_id": sub["id"]},
+                                     idempotency_key=f"membership-duplicate:{sub['id']}")
 
 
 async def _lock_checkout(user_id: PydanticObjectId) -> datetime:

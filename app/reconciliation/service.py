@@ -57,18 +57,25 @@ class ProviderView:
 
     def __init__(self, since: datetime) -> None:
         self.since = int(since.timestamp())
-        self._intents: dict[str, dict[str, Any]] | None = None
-        self._refunds: dict[str, dict[str, Any]] | None = None
+        self._listed: dict[str, dict[str, dict[str, Any]] | PaymentProviderError] = {}
 
     async def intents(self) -> dict[str, dict[str, Any]]:
-        if self._intents is None:
-            self._intents = {pi.id: pi.to_dict() for pi in await payments.list_payment_intents(self.since)}
-        return self._intents
+        return await self._list("intents", payments.list_payment_intents)
 
     async def refunds(self) -> dict[str, dict[str, Any]]:
-        if self._refunds is None:
-            self._refunds = {r.id: r.to_dict() for r in await payments.list_refunds_since(self.since)}
-        return self._refunds
+        return await self._list("refunds", payments.list_refunds_since)
+
+    async def _list(self, name: str, lister: Callable[[int], Awaitable[list[Any]]]) -> dict[str, dict[str, Any]]:
+        """Listed once; a listing that failed fails every check that needs it once, not per record."""
+        if name not in self._listed:
+            try:
+                self._listed[name] = {item.id: item.to_dict() for item in await lister(self.since)}
+            except PaymentProviderError as exc:
+                self._listed[name] = exc
+        listed = self._listed[name]
+        if isinstance(listed, PaymentProviderError):
+            raise listed
+        return listed
 
     async def intent(self, intent_id: str) -> dict[str, Any]:
         return (await self.intents()).get(intent_id) or (await payments.retrieve_payment_intent(intent_id)).to_dict()
@@ -95,6 +102,7 @@ async def _fetch(kind: str, record: Any, provider_id: str, fetch: Callable[[str]
 # -- ours -> theirs: each check returns (records compared, mismatches) ------------------------------
 async def _deposits(since: datetime, provider: ProviderView) -> tuple[int, list[Mismatch]]:
     deposits = await Deposit.find({"created_at": {"$gte": since}, "payment_intent_id": {"$ne": None}}).to_list()
+    await provider.intents()  # a failed listing fails this check once
     found: list[Mismatch] = []
     for deposit in deposits:
         ours = {"status": deposit.status, "amount_cents": deposit.amount_cents}
@@ -112,6 +120,7 @@ async def _deposits(since: datetime, provider: ProviderView) -> tuple[int, list[
 
 async def _refunds(since: datetime, provider: ProviderView) -> tuple[int, list[Mismatch]]:
     refunds = await WalletRefund.find({"created_at": {"$gte": since}}).to_list()
+    await provider.refunds()
     found: list[Mismatch] = []
     for refund in refunds:
         ours = {"status": refund.status, "amount_cents": refund.amount_cents,

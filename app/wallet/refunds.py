@@ -181,15 +181,16 @@ async def _settle_failed(session: AsyncClientSession, refund: WalletRefund, reas
                              "resolved_at": utcnow()}, session)
     if done is None:
         return await _current(session, refund)
+    inflow = await ledger.builder_inflow(session, refund.builder_id, refund.amount_cents)
     await ledger.post(
         session, "wallet.refund_failed", f"wallet-refund:{refund.id}:settle",
-        [(builder_refund_pending(refund.builder_id), -refund.amount_cents),
-         *await ledger.builder_inflow(session, refund.builder_id, refund.amount_cents)],
+        [(builder_refund_pending(refund.builder_id), -refund.amount_cents), *inflow],
         refs=_refund_refs(refund),
     )
-    await WalletAllocation.get_pymongo_collection().update_one(
-        {"_id": refund.allocation_id}, {"$inc": {"remaining_cents": refund.amount_cents}}, session=session
-    )
+    spendable = dict(inflow).get(builder_available(refund.builder_id), 0)  # what settled a debt is gone
+    if spendable:
+        await WalletAllocation.get_pymongo_collection().update_one(
+            {"_id": refund.allocation_id}, {"$inc": {"remaining_cents": spendable}}, session=session)
     return done
 
 

@@ -117,7 +117,8 @@ def app_plan(api_port: int) -> list[Service]:
     uvicorn = [PY, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
     return [
         Service("api", uvicorn, http_ready(health), api_port, tier=TIER_APP, timeout=90),
-        Service("worker", [PY, "-m", "workers.worker"], None, tier=TIER_APP),
+        Service("worker", [PY, "-m", "workers.worker", "--queues", "high,default"], None, tier=TIER_APP),
+        Service("worker-low", [PY, "-m", "workers.worker", "--queues", "low"], None, tier=TIER_APP),
         Service("scheduler", [PY, "-m", "workers.scheduler"], None, tier=TIER_APP),
     ]
 

@@ -217,3 +217,37 @@ async def test_a_live_subscription_unknown_to_our_records_blocks_a_checkout(clie
     assert [s["id"] for s in await live_subscriptions(m.builder["id"])] == [orphan["id"]]
     state = await m.membership()
     assert (state["status"], state["subscription_id"]) == ("active", orphan["id"])  # now we know it
+
+
+async def test_a_checkout_that_raced_another_cancels_and_refunds_its_own_subscription(client, actors, settings,
+                                                                                      monkeypatch):
+    """Past its lock, a checkout may subscribe while another one already did: the later one gives
+    way, cancelling its subscription and refunding the first invoice it paid."""
+    import asyncio
+
+    from app.payments import membership as membership_service
+    from app.payments.service import ensure_customer
+
+    m = await member(client, actors)
+    customer_id = await ensure_customer(await user_doc(m.builder["id"]))
+    await payments.attach_payment_method("pm_card_visa", customer_id)
+    plan_id = await payments.ensure_plan(settings.membership_plan_id, settings.membership_price_cents, "membership")
+    first = (await payments.create_subscription(customer_id, plan_id, {"user_id": m.builder["id"]},
+                                                idempotency_key="test-first")).to_dict()
+    await asyncio.sleep(1.1)  # strictly older, to the second
+
+    async def saw_nothing_live(*_):
+        return None  # the race: the other checkout subscribed after this one looked
+
+    monkeypatch.setattr(membership_service, "_release_previous", saw_nothing_live)
+    resp = await m.checkout(await mastercard())
+    assert resp.status_code == 409 and resp.json()["error"] == "membership_active", resp.text
+    assert resp.json()["detail"]["subscription_id"] == first["id"]
+    assert [s["id"] for s in await live_subscriptions(m.builder["id"])] == [first["id"]]
+    ours = [s for s in (await payments.client().v1.subscriptions.list_async(
+        params={"customer": customer_id, "status": "all"})).data if s.id != first["id"]]
+    [second] = ours
+    assert second.status == "canceled"
+    invoice = await payments.client().v1.invoices.retrieve_async(second.latest_invoice)
+    refunded = await payments.list_refunds(invoice.payment_intent)
+    assert [r.amount for r in refunded] == [settings.membership_price_cents]  # its first payment came back

@@ -82,5 +82,5 @@ def test_dead_api_ends_the_run(tmp_path):
         stderr = stack.stderr_path.read_text()
         assert "error: api (pid" in stderr and "api.log" in stderr, stderr
         assert "RESTART api" not in stderr
-        assert stderr.index("stopping scheduler, worker, api") < stderr.index("stopping redis")
+        assert stderr.index("stopping scheduler, worker-low, worker, api") < stderr.index("stopping redis")
         assert wait_until(lambda: not stack.leftovers(), 3), f"left behind: {stack.leftover_commands()}"
