@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from rq import Queue, Retry
+from rq import Queue
 
 from app import db
 from app.config import get_settings
@@ -28,11 +28,11 @@ def get_queue(name: str, *, hint: bool = False) -> Queue:
     return Queue(name, connection=get_hint_redis() if hint else get_sync_redis())
 
 
-def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retries: int = 0, hint: bool = False,
-            **kwargs: Any):
+def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, hint: bool = False, **kwargs: Any):
     """Enqueue `func` (a dotted path). A deterministic job_id makes a repeat a no-op while the first
     is still waiting in its queue; once it has started (or a worker took it and died), a repeat
-    enqueues it again, which is harmless because every task re-reads its state first."""
+    enqueues it again, which is harmless because every task re-reads its state first. There are no
+    RQ-level retries: the outbox retries durable work, and a sweep simply runs again."""
     q = get_queue(queue, hint=hint)
     if job_id is not None:
         job_id = safe_job_id(job_id)
@@ -43,7 +43,6 @@ def enqueue(queue: str, func: str, *args: Any, job_id: str | None = None, retrie
         func,
         *args,
         job_id=job_id,
-        retry=Retry(max=retries, interval=[5, 30, 120][:retries]) if retries else None,
         result_ttl=600,
         failure_ttl=7 * 24 * 3600,
         **kwargs,

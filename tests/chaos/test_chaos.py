@@ -19,6 +19,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import httpx
 import pymongo
 from bson import ObjectId
 
@@ -285,14 +286,22 @@ async def lane(api: Api, provider: Provider, builder: Builder, k: int, rng: rand
         await asyncio.sleep(rng.uniform(0.2, 0.8))
 
 
-async def deposit(api: Api, provider: Provider, builder: Builder, rng: random.Random, book: Book) -> None:
-    amount = rng.randrange(500, 3001, 25)
-    key = f"chaos-deposit-{uuid.uuid4().hex}"
-    resp, attempts = await api.money_post("/api/wallet/deposits", {"amount_cents": amount}, builder.headers, key,
+async def post_money(api: Api, kind: str, amount: int, builder: Builder, book: Book) -> tuple["httpx.Response | None", int]:
+    """A deposit or refund POST with its own Idempotency-Key, retried as a client would; an
+    unanswered one is noted in the book. Returns (response or None, attempts)."""
+    key = f"chaos-{kind}-{uuid.uuid4().hex}"
+    resp, attempts = await api.money_post(f"/api/wallet/{kind}s", {"amount_cents": amount}, builder.headers, key,
                                           time.monotonic() + REQUEST_BUDGET_SECONDS)
     book.retried_requests += attempts > 1
     if resp is None:
-        book.unanswered.append(f"deposit of {amount} by builder {builder.n} (key {key}, {attempts} attempts)")
+        book.unanswered.append(f"{kind} of {amount} by builder {builder.n} (key {key}, {attempts} attempts)")
+    return resp, attempts
+
+
+async def deposit(api: Api, provider: Provider, builder: Builder, rng: random.Random, book: Book) -> None:
+    amount = rng.randrange(500, 3001, 25)
+    resp, attempts = await post_money(api, "deposit", amount, builder, book)
+    if resp is None:
         return
     if resp.status_code != 201:
         book.other_answers[("deposit", resp.status_code, error_code(resp))] += 1
@@ -322,12 +331,8 @@ async def refund(api: Api, provider: Provider, builder: Builder, rng: random.Ran
         return
     # Mostly what the wallet says is there; sometimes more, which must be a clean 409.
     amount = rng.randint(1, available) if available > 0 and rng.random() < 0.85 else available + rng.randint(1, 2000)
-    key = f"chaos-refund-{uuid.uuid4().hex}"
-    resp, attempts = await api.money_post("/api/wallet/refunds", {"amount_cents": amount}, builder.headers, key,
-                                          time.monotonic() + REQUEST_BUDGET_SECONDS)
-    book.retried_requests += attempts > 1
+    resp, attempts = await post_money(api, "refund", amount, builder, book)
     if resp is None:
-        book.unanswered.append(f"refund of {amount} by builder {builder.n} (key {key}, {attempts} attempts)")
         return
     if resp.status_code == 201:
         body = resp.json()

@@ -197,17 +197,22 @@ async def test_two_concurrent_checkouts_with_different_cards_subscribe_once(clie
     assert [s["id"] for s in await live_subscriptions(m.builder["id"])] == [won["subscription_id"]]
 
 
-async def test_a_live_subscription_unknown_to_our_records_blocks_a_checkout(client, actors, settings):
+async def subscribed_at_the_provider(m: Member, settings, key: str) -> tuple[str, dict]:
+    """A live subscription made directly at the provider for this builder's customer, paid with a visa."""
     from app.payments.service import ensure_customer
 
-    m = await member(client, actors)
     customer_id = await ensure_customer(await user_doc(m.builder["id"]))
-    # A subscription made at the provider that our records never heard of (e.g. a checkout that
-    # died right after subscribing, its webhooks not yet in).
     await payments.attach_payment_method("pm_card_visa", customer_id)
     plan_id = await payments.ensure_plan(settings.membership_plan_id, settings.membership_price_cents, "membership")
-    orphan = (await payments.create_subscription(customer_id, plan_id, {"user_id": m.builder["id"]},
-                                                 idempotency_key="test-orphan")).to_dict()
+    sub = await payments.create_subscription(customer_id, plan_id, {"user_id": m.builder["id"]}, idempotency_key=key)
+    return customer_id, sub.to_dict()
+
+
+async def test_a_live_subscription_unknown_to_our_records_blocks_a_checkout(client, actors, settings):
+    m = await member(client, actors)
+    # A subscription made at the provider that our records never heard of (e.g. a checkout that
+    # died right after subscribing, its webhooks not yet in).
+    _, orphan = await subscribed_at_the_provider(m, settings, "test-orphan")
     assert orphan["status"] == "active"
     assert (await m.membership())["subscription_id"] is None
 
@@ -226,14 +231,9 @@ async def test_a_checkout_that_raced_another_cancels_and_refunds_its_own_subscri
     import asyncio
 
     from app.payments import membership as membership_service
-    from app.payments.service import ensure_customer
 
     m = await member(client, actors)
-    customer_id = await ensure_customer(await user_doc(m.builder["id"]))
-    await payments.attach_payment_method("pm_card_visa", customer_id)
-    plan_id = await payments.ensure_plan(settings.membership_plan_id, settings.membership_price_cents, "membership")
-    first = (await payments.create_subscription(customer_id, plan_id, {"user_id": m.builder["id"]},
-                                                idempotency_key="test-first")).to_dict()
+    customer_id, first = await subscribed_at_the_provider(m, settings, "test-first")
     await asyncio.sleep(1.1)  # strictly older, to the second
 
     async def saw_nothing_live(*_):
