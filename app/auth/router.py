@@ -18,8 +18,8 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=Registered)
-async def register(body: RegisterIn) -> Registered:
-    user = await service.register(body)
+async def register(body: RegisterIn, request: Request) -> Registered:
+    user = await service.register(body, client_ip(request))
     return Registered(id=str(user.id), email=user.email, role=user.role, email_verified=user.email_verified)
 
 
@@ -30,8 +30,8 @@ async def verify_email(body: TokenIn) -> Message:
 
 
 @router.post("/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, response_model=Message)
-async def resend_verification(body: EmailIn) -> Message:
-    await service.resend_verification(body.email)
+async def resend_verification(body: EmailIn, request: Request) -> Message:
+    await service.resend_verification(body.email, client_ip(request))
     return Message(status="accepted", detail="If the account exists and is unverified, an email is on its way.")
 
 
@@ -47,6 +47,7 @@ async def refresh(body: RefreshIn) -> TokenPair:
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(body: RefreshIn) -> Response:
+    """Ends the refresh token's session: its whole family, and the access tokens issued in it."""
     await service.logout(body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -58,6 +59,6 @@ async def request_password_reset(body: EmailIn, request: Request) -> Message:
 
 
 @router.post("/password-reset/confirm", response_model=Message)
-async def confirm_password_reset(body: PasswordResetConfirmIn) -> Message:
-    await service.confirm_password_reset(body.token, body.new_password)
+async def confirm_password_reset(body: PasswordResetConfirmIn, request: Request) -> Message:
+    await service.confirm_password_reset(body.token, body.new_password, client_ip(request))
     return Message(status="password_changed")

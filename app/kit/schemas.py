@@ -24,3 +24,8 @@ class Output(BaseModel):
         data = {name: getattr(obj, name) for name in cls.model_fields if name not in overrides and hasattr(obj, name)}
         data.update(overrides)
         return cls.model_validate({k: str(v) if isinstance(v, ObjectId) else v for k, v in data.items()})
+
+
+# One line of visible text: no control characters (newlines would let a name forge lines in an email).
+SingleLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80,
+                                              pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$")]
