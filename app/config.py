@@ -2,8 +2,9 @@
 
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-secret-change-me-0123456789"
@@ -13,13 +14,18 @@ DEV_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWtleS0zMi1ieXRlcy1sb25nISE="  # 32 bytes,
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    environment: Literal["dev", "test", "staging", "production"] = "dev"
+    # Fails closed: a forgotten ENVIRONMENT means production, which refuses dev secrets and flags.
+    # scripts/run, scripts/test and scripts/bench set it explicitly.
+    environment: Literal["dev", "test", "staging", "production"] = "production"
     app_name: str = "peertest-hub"
     public_base_url: str = "http://127.0.0.1:8000"
     frontend_base_url: str = "http://127.0.0.1:5173"
+    # Browser origins allowed to call the API; production must name them (no default, no "*").
     cors_origins: list[str] = ["http://localhost:5173", "http://127.0.0.1:5173"]
+    # Proxies whose X-Forwarded-For is believed: comma-separated IPs or CIDRs, "*" for any, "" for none.
+    forwarded_allow_ips: str = ""
     log_level: str = "INFO"
-    metrics_token: str = ""  # when set, /metrics needs "Authorization: Bearer <token>"
+    metrics_token: str = ""  # /metrics needs "Authorization: Bearer <token>"; required in production
     sentry_dsn: str = ""
     max_body_bytes: int = 1_048_576
     expose_db_commands: bool = False  # adds X-DB-Commands to responses (scripts/bench)
@@ -36,9 +42,21 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = 7 * 24 * 3600
     email_token_ttl_seconds: int = 24 * 3600
     reset_token_ttl_seconds: int = 3600
-    encryption_key: str = DEV_ENCRYPTION_KEY  # base64 of 32 bytes, AES-256-GCM
+    encryption_key: str = DEV_ENCRYPTION_KEY  # base64 of 32 bytes, AES-256-GCM; encrypts new data
+    encryption_key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    # Retired keys still able to decrypt, "id:base64key,id:base64key" (rotation: see README)
+    encryption_old_keys: str = ""
     password_min_length: int = 10
-    login_rate_per_minute: int = 5
+    login_rate_per_minute: int = 5  # per client IP
+    # Per account: after this many failures in a row, each new failure locks the account's logins for
+    # a backoff that doubles from 2 s up to the cap. A success or a password reset clears it.
+    login_failures_before_backoff: int = 5
+    login_backoff_max_seconds: int = 900
+    # Routes that send email (register, resend verification, reset request) and reset confirm.
+    email_rate_per_ip_per_hour: int = 20
+    email_rate_per_address_per_hour: int = 3
+    reset_confirm_rate_per_ip_per_minute: int = 10
+    refresh_family_max_age_seconds: int = 30 * 24 * 3600  # a login's refresh chain ends after this
     user_rate_per_minute: int = 100
 
     mail_backend: Literal["outbox", "sendgrid"] = "outbox"
@@ -92,10 +110,30 @@ class Settings(BaseSettings):
     def is_production_like(self) -> bool:
         return self.environment in ("staging", "production")
 
+    @property
+    def docs_enabled(self) -> bool:
+        return not self.is_production_like
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _plain_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parsed = urlsplit(origin)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("",) \
+                    or parsed.query or parsed.fragment or parsed.username:
+                raise ValueError(f"CORS origin {origin!r} must be scheme://host[:port], without a path or '*'")
+        return origins
+
     @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> "Settings":
+    def _fail_closed(self) -> "Settings":
+        refused = self._weak_secrets() + self._production_only_problems()
+        if refused:
+            raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(refused))
+        return self
+
+    def _weak_secrets(self) -> list[str]:
         if not self.is_production_like:
-            return self
+            return []
         weak = {
             "JWT_SECRET": self.jwt_secret in ("", DEV_SECRET) or len(self.jwt_secret) < 32,
             "ENCRYPTION_KEY": self.encryption_key in ("", DEV_ENCRYPTION_KEY),
@@ -103,9 +141,24 @@ class Settings(BaseSettings):
             "STRIPE_SECRET_KEY": self.stripe_secret_key in ("", "sk_test_local"),
         }
         bad = [name for name, is_weak in weak.items() if is_weak]
-        if bad:
-            raise ValueError(f"refusing to start in {self.environment}: set strong values for {', '.join(bad)}")
-        return self
+        return [f"set strong values for {', '.join(bad)}"] if bad else []
+
+    def _production_only_problems(self) -> list[str]:
+        """Simulation and debugging switches, and the settings production must name itself."""
+        if self.environment != "production":
+            return []
+        problems = {
+            "STRIPE_SIMULATE_CONNECT must be false": self.stripe_simulate_connect,
+            "FAULTS must be empty": bool(self.faults),
+            "EXPOSE_DB_COMMANDS must be false": self.expose_db_commands,
+            "MAIL_BACKEND must be sendgrid (outbox writes mail to disk)": self.mail_backend != "sendgrid",
+            "STRIPE_API_BASE must be https (no local Stripe stand-in)":
+                bool(self.stripe_api_base) and not self.stripe_api_base.startswith("https://"),
+            "SENDGRID_API_KEY must be set": self.mail_backend == "sendgrid" and not self.sendgrid_api_key,
+            "METRICS_TOKEN must be set": not self.metrics_token,
+            "CORS_ORIGINS must be set explicitly": "cors_origins" not in self.model_fields_set,
+        }
+        return [problem for problem, bad in problems.items() if bad]
 
 
 @lru_cache

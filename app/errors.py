@@ -7,6 +7,8 @@ class AppError(Exception):
     status_code = 400
     code = "bad_request"
     default_detail = "The request could not be processed."
+    # Response headers this error always carries, name -> description (the OpenAPI document lists them).
+    response_headers: dict[str, str] = {}
 
     def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None):
         self.detail = self.default_detail if detail is None else detail
@@ -17,6 +19,7 @@ class AppError(Exception):
 # -- generic families ---------------------------------------------------------------------------
 class Unauthorized(AppError):
     status_code, code, default_detail = 401, "unauthorized", "Authentication required."
+    response_headers = {"WWW-Authenticate": "`Bearer`: send `Authorization: Bearer <access_token>`."}
 
     def __init__(self, detail: Any = None):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
@@ -38,8 +41,16 @@ class Unprocessable(AppError):
     status_code, code, default_detail = 422, "unprocessable", "The request is well-formed but invalid."
 
 
+class ValidationFailed(Unprocessable):
+    """The request does not match the documented schema; `detail` is a list of the problems, each
+    with its `loc`ation, `type` and `msg` (FastAPI's shape, without the echoed input)."""
+
+    code, default_detail = "validation_error", "The request does not match the schema."
+
+
 class RateLimited(AppError):
     status_code, code, default_detail = 429, "rate_limited", "Too many requests."
+    response_headers = {"Retry-After": "Seconds to wait before trying again."}
 
     def __init__(self, retry_after: int, detail: Any = None):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
@@ -47,7 +58,13 @@ class RateLimited(AppError):
 
 
 class ServiceUnavailable(AppError):
+    """MongoDB or Redis is unreachable or refuses writes: retryable, never a 500."""
+
     status_code, code, default_detail = 503, "service_unavailable", "A dependency is unavailable."
+    response_headers = {"Retry-After": "Seconds to wait before trying again."}
+
+    def __init__(self, detail: Any = None, *, retry_after: int = 2):
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
 class PayloadTooLarge(AppError):
@@ -65,6 +82,14 @@ class InvalidToken(Unauthorized):
 
 class RefreshTokenReused(Unauthorized):
     code, default_detail = "refresh_token_reused", "This refresh token was already used; its session was revoked."
+
+
+class LoginThrottled(RateLimited):
+    code = "login_throttled"
+
+    def __init__(self, retry_after: int):
+        super().__init__(retry_after, "Too many failed logins for this account; retry after the delay, or reset "
+                                      "the password to get in at once.")
 
 
 class EmailNotVerified(Forbidden):

@@ -23,6 +23,7 @@ from rq.exceptions import StopRequested
 
 from app import registry
 from app.config import get_settings
+from app.kit import error_reporting
 from app.kit.logging import setup_logging
 from app.kit.queue import QUEUE_NAMES
 from app.kit.redis import get_sync_redis
@@ -50,10 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     queues = _queues(args)
     settings = get_settings()
     setup_logging(settings.log_level)
-    if settings.sentry_dsn:
-        import sentry_sdk
-
-        sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment)
+    error_reporting.init(settings)
     registry.load()  # every task module, imported once before work horses fork
     log.info("worker starting on queues %s", ",".join(queues))
     while True:

@@ -7,11 +7,11 @@ from bson.errors import InvalidId
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.auth import tokens
 from app.config import get_settings
 from app.errors import AccountDisabled, InvalidToken, NotFound, NotOwner, WrongRole
 from app.kit import ratelimit
 from app.kit.security import decode_access_token
-from app.kit.timeutil import as_utc
 from app.users.models import Role, User
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/auth/login")
@@ -33,8 +33,8 @@ async def get_current_user(
         raise InvalidToken()
     if not user.is_active:
         raise AccountDisabled()
-    if user.tokens_valid_after is not None and claims.get("iat", 0) < int(as_utc(user.tokens_valid_after).timestamp()):
-        raise InvalidToken("This token was issued before a password reset.")
+    if tokens.access_revoked(user, claims):
+        raise InvalidToken("This token was revoked (logout or password reset).")
     request.state.user_id = str(user.id)
     return user
 

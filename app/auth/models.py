@@ -14,6 +14,8 @@ class RefreshToken(Document):
     token_hash: str
     user_id: PydanticObjectId
     family_id: str
+    family_started_at: datetime | None = None  # the login that began the family (hard maximum age)
+    token_version: int = 0  # the user's token version at issue
     expires_at: datetime
     used_at: datetime | None = None
     revoked_at: datetime | None = None

@@ -1,10 +1,14 @@
-"""Registration, email verification, login, refresh rotation with reuse detection, password reset."""
+"""Registration, email verification, login, refresh rotation with reuse detection, password reset.
+
+Mail goes through auth tasks (app/auth/tasks.py): the request queues an address, the worker issues
+and mails the token, so the routes take the same path whether or not the account exists."""
 
 import uuid
 from datetime import timedelta
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from app.auth import throttle, tokens
 from app.auth.models import OneTimeToken, RefreshToken
 from app.auth.schemas import RegisterIn, TokenPair
 from app.config import get_settings
@@ -20,44 +24,60 @@ from app.errors import (
 )
 from app.kit import ratelimit
 from app.kit.passwords import check_strength
-from app.kit.security import create_access_token, hash_password, hash_token, new_opaque_token, verify_password
+from app.kit.queue import DEFAULT
+from app.kit.security import hash_password, hash_token, verify_password
 from app.kit.timeutil import as_utc, utcnow
-from app.notifications import service as notifications
+from app.outbox import service as outbox
 from app.users.models import User
+
+SEND_VERIFICATION = "app.auth.tasks.send_verification"
+SEND_PASSWORD_RESET = "app.auth.tasks.send_password_reset"
 
 
 # -- registration and verification --------------------------------------------------------------
-async def register(data: RegisterIn) -> User:
+async def register(data: RegisterIn, client_ip: str) -> User:
     email = data.email.lower()
+    await throttle.email_route("register", client_ip, email)
     check_strength(data.password, email)
     password_hash = await hash_password(data.password)
 
     async def create(session: AsyncClientSession) -> User:
+        await _drop_expired_registration(session, email)
         user = User(email=email, password_hash=password_hash, role=data.role, display_name=data.display_name)
         await user.insert(session=session)
-        token = await _issue_one_time_token(session, user, "verify_email")
-        await _send_verification(session, user, token)
+        await _queue_mail(session, SEND_VERIFICATION, email)
         return user
 
     with duplicate_key_as(EmailTaken):
         return await run_in_transaction(create)
 
 
-async def resend_verification(email: str) -> None:
-    user = await User.find_one(User.email == email.lower())
-    if user is None or user.email_verified:
+async def _drop_expired_registration(session: AsyncClientSession, email: str) -> None:
+    """An address is held by an unverified account only while a verification token could still confirm
+    it; after that, a new registration replaces it (nobody could ever log into it)."""
+    existing = await User.find_one(User.email == email, session=session)
+    if existing is None:
         return
+    lifetime = timedelta(seconds=get_settings().email_token_ttl_seconds)
+    live_token = await OneTimeToken.find_one(
+        OneTimeToken.user_id == existing.id, OneTimeToken.purpose == "verify_email",
+        OneTimeToken.used_at == None, OneTimeToken.expires_at > utcnow(), session=session  # noqa: E711
+    )
+    if existing.email_verified or live_token is not None or as_utc(existing.created_at) > utcnow() - lifetime:
+        raise EmailTaken()
+    await OneTimeToken.find(OneTimeToken.user_id == existing.id, session=session).delete(session=session)
+    await existing.delete(session=session)
 
-    async def issue(session: AsyncClientSession) -> None:
-        token = await _issue_one_time_token(session, user, "verify_email")
-        await _send_verification(session, user, token)
 
-    await run_in_transaction(issue)
+async def resend_verification(email: str, client_ip: str) -> None:
+    email = email.lower()
+    await throttle.email_route("verify_resend", client_ip, email)
+    await run_in_transaction(lambda session: _queue_mail(session, SEND_VERIFICATION, email))
 
 
 async def verify_email(token: str) -> User:
     async def verify(session: AsyncClientSession) -> User:
-        record = await _consume_one_time_token(session, token, "verify_email")
+        record = await tokens.consume_one_time(session, token, "verify_email")
         user = await User.get(record.user_id, session=session)
         if user is None:
             raise InvalidOneTimeToken()
@@ -71,32 +91,44 @@ async def verify_email(token: str) -> User:
 
 # -- login and token rotation -------------------------------------------------------------------
 async def login(email: str, password: str, client_ip: str) -> TokenPair:
-    settings = get_settings()
-    await ratelimit.enforce("login", client_ip, settings.login_rate_per_minute)
-    user = await User.find_one(User.email == email.lower())
-    if not await verify_password(password, user.password_hash if user else None) or user is None:
+    email = email.lower()
+    await ratelimit.enforce("login", client_ip, get_settings().login_rate_per_minute)
+    await throttle.check_login(email)
+    user = await User.find_one(User.email == email)
+    valid, new_hash = await verify_password(password, user.password_hash if user else None)
+    if not valid or user is None:
+        await throttle.login_failed(email)
         raise InvalidCredentials()
+    await throttle.clear_login(email)
     if not user.is_active:
         raise AccountDisabled()
     if not user.email_verified:
         raise EmailNotVerified()
-    return await run_in_transaction(lambda session: _issue_pair(session, user, family_id=uuid.uuid4().hex))
+
+    async def issue(session: AsyncClientSession) -> TokenPair:
+        if new_hash:  # the stored hash used outdated parameters: keep the stronger one
+            await User.get_pymongo_collection().update_one(
+                {"_id": user.id, "password_hash": user.password_hash}, {"$set": {"password_hash": new_hash}},
+                session=session)
+        return await tokens.issue_pair(session, user, family_id=uuid.uuid4().hex)
+
+    return await run_in_transaction(issue)
 
 
 async def refresh(raw_token: str) -> TokenPair:
     async def rotate(session: AsyncClientSession) -> TokenPair | None:
         record = await RefreshToken.find_one(RefreshToken.token_hash == hash_token(raw_token), session=session)
-        if record is None or as_utc(record.expires_at) <= utcnow():
+        if record is None or as_utc(record.expires_at) <= utcnow() or tokens.family_expired(record):
             raise InvalidToken()
         if record.used_at is not None or record.revoked_at is not None:
-            await _revoke_family(session, record.family_id)
+            await tokens.revoke_family(session, record)
             return None  # commit the revocation, then refuse
         user = await User.get(record.user_id, session=session)
-        if user is None or not user.is_active or _issued_before_reset(user, record):
+        if user is None or not user.is_active or record.token_version != user.token_version:
             raise InvalidToken()
         record.used_at = utcnow()
         await record.save(session=session)
-        return await _issue_pair(session, user, family_id=record.family_id)
+        return await tokens.issue_pair(session, user, record.family_id, record.family_started_at or record.created_at)
 
     pair = await run_in_transaction(rotate)
     if pair is None:
@@ -108,112 +140,48 @@ async def logout(raw_token: str) -> None:
     async def revoke(session: AsyncClientSession) -> None:
         record = await RefreshToken.find_one(RefreshToken.token_hash == hash_token(raw_token), session=session)
         if record is not None:
-            await _revoke_family(session, record.family_id)
+            await tokens.revoke_family(session, record)
 
     await run_in_transaction(revoke)
 
 
 # -- password reset -----------------------------------------------------------------------------
 async def request_password_reset(email: str, client_ip: str) -> None:
-    await ratelimit.enforce("password_reset", client_ip, 10)
-    user = await User.find_one(User.email == email.lower())
-    if user is None or not user.is_active:
-        return
-
-    async def issue(session: AsyncClientSession) -> None:
-        token = await _issue_one_time_token(session, user, "password_reset")
-        await _send_reset(session, user, token)
-
-    await run_in_transaction(issue)
+    email = email.lower()
+    await throttle.email_route("password_reset", client_ip, email)
+    await run_in_transaction(lambda session: _queue_mail(session, SEND_PASSWORD_RESET, email))
 
 
-async def confirm_password_reset(token: str, new_password: str) -> None:
+async def confirm_password_reset(token: str, new_password: str, client_ip: str) -> None:
+    """The token is checked before the (deliberately expensive) hash, so bogus tokens cost nothing."""
+    await ratelimit.enforce("reset_confirm", client_ip, get_settings().reset_confirm_rate_per_ip_per_minute)
+    record = await tokens.live_one_time(token, "password_reset")
+    owner = await User.get(record.user_id)
+    if owner is None:
+        raise InvalidOneTimeToken()
+    check_strength(new_password, owner.email)
+    new_hash = await hash_password(new_password)
+
     async def reset(session: AsyncClientSession) -> None:
-        record = await _consume_one_time_token(session, token, "password_reset")
-        user = await User.get(record.user_id, session=session)
-        if user is None:
-            raise InvalidOneTimeToken()
-        check_strength(new_password, user.email)
+        await tokens.consume_one_time(session, token, "password_reset")
+        user = await User.get(owner.id, session=session)
         now = utcnow()
         user.password_hash = new_hash
+        user.email_verified = True  # the token was mailed to the address: its owner now holds the account
+        user.token_version += 1  # voids every access and refresh token issued before, to the instant
         user.tokens_valid_after = now
+        user.revoked_sessions = []
         user.updated_at = now
         await user.save(session=session)
+        await tokens.void_unused(session, user, "password_reset")
         await RefreshToken.find(
             RefreshToken.user_id == user.id, RefreshToken.revoked_at == None, session=session  # noqa: E711
         ).update({"$set": {"revoked_at": now}}, session=session)
 
-    check_strength(new_password)
-    new_hash = await hash_password(new_password)
     await run_in_transaction(reset)
+    await throttle.clear_login(owner.email)
 
 
-# -- helpers ------------------------------------------------------------------------------------
-def _issued_before_reset(user: User, record: RefreshToken) -> bool:
-    return user.tokens_valid_after is not None and as_utc(record.created_at) < as_utc(user.tokens_valid_after)
-
-
-async def _issue_pair(session: AsyncClientSession, user: User, family_id: str) -> TokenPair:
-    settings = get_settings()
-    raw = new_opaque_token()
-    await RefreshToken(
-        token_hash=hash_token(raw),
-        user_id=user.id,
-        family_id=family_id,
-        expires_at=utcnow() + timedelta(seconds=settings.refresh_token_ttl_seconds),
-    ).insert(session=session)
-    access, ttl = create_access_token(str(user.id), user.role)
-    return TokenPair(access_token=access, refresh_token=raw, expires_in=ttl)
-
-
-async def _revoke_family(session: AsyncClientSession, family_id: str) -> None:
-    await RefreshToken.find(
-        RefreshToken.family_id == family_id, RefreshToken.revoked_at == None, session=session  # noqa: E711
-    ).update({"$set": {"revoked_at": utcnow()}}, session=session)
-
-
-async def _issue_one_time_token(session: AsyncClientSession, user: User, purpose: str) -> str:
-    settings = get_settings()
-    ttl = settings.email_token_ttl_seconds if purpose == "verify_email" else settings.reset_token_ttl_seconds
-    raw = new_opaque_token()
-    await OneTimeToken(
-        token_hash=hash_token(raw),
-        purpose=purpose,
-        user_id=user.id,
-        expires_at=utcnow() + timedelta(seconds=ttl),
-    ).insert(session=session)
-    return raw
-
-
-async def _consume_one_time_token(session: AsyncClientSession, raw: str, purpose: str) -> OneTimeToken:
-    record = await OneTimeToken.find_one(
-        OneTimeToken.token_hash == hash_token(raw), OneTimeToken.purpose == purpose, session=session
-    )
-    if record is None or record.used_at is not None or as_utc(record.expires_at) <= utcnow():
-        raise InvalidOneTimeToken()
-    record.used_at = utcnow()
-    await record.save(session=session)
-    return record
-
-
-async def _send_verification(session: AsyncClientSession, user: User, token: str) -> None:
-    await _send_token_mail(session, user, token, "Verify your PeerTest Hub email", "verify-email",
-                           "Confirm your email address", "The token expires in 24 hours and works once.")
-
-
-async def _send_reset(session: AsyncClientSession, user: User, token: str) -> None:
-    await _send_token_mail(session, user, token, "Reset your PeerTest Hub password", "reset-password",
-                           "Someone asked to reset your password. To choose a new one",
-                           "It expires in one hour and works once. If this was not you, ignore this email.")
-
-
-async def _send_token_mail(session: AsyncClientSession, user: User, token: str, subject: str, page: str,
-                           action: str, expiry: str) -> None:
-    link = f"{get_settings().frontend_base_url}/{page}?token={token}"
-    await notifications.email(
-        session,
-        user.email,
-        subject,
-        f"Hi {user.display_name},\n\n{action}, open:\n{link}\n\n"
-        f"Or paste this token into the app.\nToken: {token}\n\n{expiry}\n",
-    )
+async def _queue_mail(session: AsyncClientSession, task: str, email: str) -> None:
+    await outbox.add(session, task, email, key=f"{task.rsplit('.', 1)[1]}:{uuid.uuid4().hex}", queue=DEFAULT,
+                     label=task.rsplit(".", 1)[1].replace("_", " "))

@@ -6,6 +6,7 @@ here instead of by the provider (the embedded default only; production talks to 
 Every creating call carries an idempotency key derived from our own ids.
 """
 
+import logging
 import uuid
 from functools import lru_cache
 from typing import Any
@@ -14,6 +15,8 @@ import stripe
 
 from app.config import get_settings
 from app.errors import InvalidWebhookSignature, PaymentProviderError
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache
@@ -32,12 +35,32 @@ def _opts(idempotency_key: str | None) -> dict[str, Any]:
     return {"idempotency_key": idempotency_key} if idempotency_key else {}
 
 
+# The provider's own messages are logged, never shown: clients get these stable reasons.
+_REASONS: tuple[tuple[type[stripe.StripeError], str, str], ...] = (
+    (stripe.CardError, "card_declined", "The card was declined."),
+    (stripe.RateLimitError, "provider_busy", "The payment provider is busy; retry shortly."),
+    (stripe.APIConnectionError, "provider_unreachable", "The payment provider could not be reached; retry shortly."),
+    (stripe.IdempotencyError, "provider_conflict", "The payment provider is still processing this request."),
+    (stripe.InvalidRequestError, "provider_rejected", "The payment provider rejected the request."),
+    (stripe.AuthenticationError, "provider_misconfigured", "Payments are unavailable; operators were alerted."),
+    (stripe.PermissionError, "provider_misconfigured", "Payments are unavailable; operators were alerted."),
+)
+
+
+def provider_failure(exc: stripe.StripeError) -> PaymentProviderError:
+    reason, message = next(((r, m) for kind, r, m in _REASONS if isinstance(exc, kind)),
+                           ("provider_error", "The payment provider failed; retry shortly."))
+    log.warning("payment provider error", extra={"reason": reason, "provider_code": exc.code,
+                                                 "http_status": exc.http_status, "provider_message": str(exc)})
+    return PaymentProviderError({"reason": reason, "message": message})
+
+
 async def call(coro) -> Any:
-    """Await a provider call, turning its errors into our PaymentProviderError (502)."""
+    """Await a provider call, turning its errors into our PaymentProviderError (502) with a stable reason."""
     try:
         return await coro
     except stripe.StripeError as exc:
-        raise PaymentProviderError({"provider_error": exc.user_message or str(exc), "code": exc.code}) from exc
+        raise provider_failure(exc) from exc
 
 
 # -- customers and payments ---------------------------------------------------------------------

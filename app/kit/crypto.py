@@ -1,26 +1,70 @@
-"""AES-256-GCM for secrets at rest (test-account credentials)."""
+"""AES-256-GCM for secrets at rest. Each sealed value names its key ("<key id>.<base64>"), so keys can
+be rotated: ENCRYPTION_KEY / ENCRYPTION_KEY_ID seal new data, ENCRYPTION_OLD_KEYS still open old data."""
 
 import base64
+import binascii
 import os
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.config import get_settings
 
 
-def _key() -> bytes:
-    key = base64.b64decode(get_settings().encryption_key)
+class UnknownKey(ValueError):
+    """Sealed with a key this process does not have (retired too early, or never configured)."""
+
+
+def _decode_key(key_id: str, encoded: str) -> bytes:
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        key = b""
     if len(key) != 32:
-        raise ValueError("ENCRYPTION_KEY must be base64 of exactly 32 bytes")
+        raise ValueError(f"encryption key {key_id!r} must be base64 of exactly 32 bytes")
     return key
 
 
+@lru_cache(maxsize=4)
+def _keyring(current_id: str, current: str, old: str) -> dict[str, bytes]:
+    ring = {}
+    for entry in filter(None, (item.strip() for item in old.split(","))):
+        key_id, _, encoded = entry.partition(":")
+        ring[key_id.strip()] = _decode_key(key_id, encoded.strip())
+    ring[current_id] = _decode_key(current_id, current)
+    return ring
+
+
+def _keys() -> tuple[str, dict[str, bytes]]:
+    settings = get_settings()
+    return settings.encryption_key_id, _keyring(settings.encryption_key_id, settings.encryption_key,
+                                                settings.encryption_old_keys)
+
+
+def check_keys() -> None:
+    """Fail at start-up, not at the first decrypt, when a configured key is malformed."""
+    _keys()
+
+
 def encrypt(plaintext: str, associated_data: bytes = b"") -> str:
+    key_id, ring = _keys()
     nonce = os.urandom(12)
-    sealed = AESGCM(_key()).encrypt(nonce, plaintext.encode(), associated_data)
-    return base64.b64encode(nonce + sealed).decode()
+    sealed = AESGCM(ring[key_id]).encrypt(nonce, plaintext.encode(), associated_data)
+    return f"{key_id}.{base64.b64encode(nonce + sealed).decode()}"
 
 
 def decrypt(token: str, associated_data: bytes = b"") -> str:
-    raw = base64.b64decode(token)
-    return AESGCM(_key()).decrypt(raw[:12], raw[12:], associated_data).decode()
+    current_id, ring = _keys()
+    key_id, dot, body = token.partition(".")
+    if not dot:  # sealed before key ids existed: the key of that time is the current one
+        key_id, body = current_id, token
+    if key_id not in ring:
+        raise UnknownKey(f"no key {key_id!r}: add it to ENCRYPTION_OLD_KEYS")
+    raw = base64.b64decode(body)
+    return AESGCM(ring[key_id]).decrypt(raw[:12], raw[12:], associated_data).decode()
+
+
+def key_id_of(token: str) -> str:
+    """Which key sealed this value (for re-encryption after a rotation)."""
+    key_id, dot, _ = token.partition(".")
+    return key_id if dot else get_settings().encryption_key_id

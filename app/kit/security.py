@@ -37,12 +37,13 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(password_hasher().hash, password)
 
 
-async def verify_password(password: str, password_hash: str | None) -> bool:
+async def verify_password(password: str, password_hash: str | None) -> tuple[bool, str | None]:
+    """(valid, new hash): the new hash is set when the stored one used outdated parameters."""
     if not password_hash:
         # Spend the same time as a real check so unknown emails are not revealed by timing.
         await asyncio.to_thread(password_hasher().hash, password)
-        return False
-    return await asyncio.to_thread(password_hasher().verify, password, password_hash)
+        return False, None
+    return await asyncio.to_thread(password_hasher().verify_and_update, password, password_hash)
 
 
 def new_opaque_token() -> str:
@@ -53,7 +54,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_access_token(user_id: str, role: str) -> tuple[str, int]:
+def create_access_token(user_id: str, role: str, family_id: str, token_version: int) -> tuple[str, int]:
+    """`fid` names the login session (logout revokes it), `ver` the user's token version (a password
+    reset bumps it, voiding every earlier token whatever its second of issue)."""
     settings = get_settings()
     now = utcnow()
     ttl = settings.access_token_ttl_seconds
@@ -61,6 +64,8 @@ def create_access_token(user_id: str, role: str) -> tuple[str, int]:
         "sub": user_id,
         "role": role,
         "type": "access",
+        "fid": family_id,
+        "ver": token_version,
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=ttl)).timestamp()),
         "jti": uuid.uuid4().hex,

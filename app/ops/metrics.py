@@ -20,5 +20,13 @@ OUTBOX_TASKS = Gauge("outbox_tasks", "Outbox tasks dead-lettered, or due and wai
                      registry=REGISTRY)
 
 
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """A fixed set: the method comes from the client, and each new label value is a new series."""
+    return method if method in _KNOWN_METHODS else "OTHER"
+
+
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -97,7 +97,7 @@ def transfer_group(payout_id: Any) -> str:
 
 def _reason(exc: PaymentProviderError) -> str:
     detail = exc.detail if isinstance(exc.detail, dict) else {}
-    return str(detail.get("provider_error") or exc.detail)[:500]
+    return str(detail.get("reason") or exc.detail)[:500]
 
 
 async def _resolve(payout: Payout, status: PayoutStatus, fields: dict[str, str]) -> bool:

@@ -32,6 +32,13 @@ class RatingSummary(BaseModel):
     count: int = 0
 
 
+class RevokedSession(BaseModel):
+    """A logged-out session whose access tokens may still be unexpired."""
+
+    family_id: str
+    revoked_at: datetime
+
+
 class User(Document):
     email: str
     password_hash: str
@@ -59,6 +66,8 @@ class User(Document):
     rating: RatingSummary = Field(default_factory=RatingSummary)
     # tokens issued before this instant are void (password reset)
     tokens_valid_after: datetime | None = None
+    token_version: int = 0  # in every token; a password reset increments it
+    revoked_sessions: list[RevokedSession] = Field(default_factory=list)  # pruned after the access-token TTL
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -14,8 +14,9 @@ _TESTER_ONLY = {"skills"}
 
 
 async def get_user(user_id: PydanticObjectId) -> User:
+    """Public profiles: admins and disabled accounts are not listed to other users."""
     user = await User.get(user_id)
-    if user is None:
+    if user is None or user.role == "admin" or not user.is_active:
         raise NotFound("user not found")
     return user
 

@@ -43,7 +43,7 @@ async def create_deposit(user: User, amount_cents: int, deposit_id: PydanticObje
     deposit = await run_in_transaction(lambda s: _open(s, user.id, amount_cents, deposit_id))
     if deposit.payment_intent_id or deposit.status != "pending":
         if deposit.status == "failed" and not deposit.payment_intent_id:
-            raise PaymentProviderError({"provider_error": deposit.failure_reason})
+            raise PaymentProviderError({"reason": "provider_rejected", "message": deposit.failure_reason})
         return deposit
     try:
         intent = await payments.create_payment_intent(

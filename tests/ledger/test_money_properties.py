@@ -34,9 +34,9 @@ from tests.fixtures.factories import PASSWORD, drain_jobs, new_id, stripe_event,
 
 def refusal(message: str) -> PaymentProviderError:
     """A definite refusal (HTTP 400), as payments.call() raises it."""
+    cause = stripe.InvalidRequestError(message, None, http_status=400)
     try:
-        raise PaymentProviderError({"provider_error": message}) from stripe.InvalidRequestError(message, None,
-                                                                                                http_status=400)
+        raise payments.provider_failure(cause) from cause
     except PaymentProviderError as exc:
         return exc
 

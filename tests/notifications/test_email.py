@@ -51,19 +51,27 @@ def test_sendgrid_backend_posts_the_mail_send_payload():
     assert payload["content"] == [{"type": "text/plain", "value": "Token: xyz"}]
 
 
-async def test_a_mail_waits_in_the_outbox_sealed_and_is_sent_once(actors):
-    """The verification mail is an outbox task written with the account; its body (with the
-    single-use token) is stored encrypted, and the worker sends it exactly once."""
+async def test_a_token_mail_queues_only_the_address_and_is_sent_once(actors):
+    """The verification mail is an outbox task written with the account. The task and its queue
+    message carry only the address: the worker issues the token and mails it at once, so the raw
+    token is never stored in MongoDB nor sent through Redis."""
+    from rq import Queue
+
+    from app.kit.queue import QUEUE_NAMES
+    from app.kit.redis import get_sync_redis
     from app.outbox.models import OutboxTask
     from tests.fixtures.factories import drain_jobs, outbox, token_from_mail
 
     user = await actors.register("tester")
-    [task] = await OutboxTask.find({"_id": {"$regex": "^email:"}}).to_list()
-    assert task.args[:2] == [user["email"], "Verify your PeerTest Hub email"]
+    [task] = await OutboxTask.find({"_id": {"$regex": "^send_verification:"}}).to_list()
+    assert task.args == [user["email"]]
+    queued = [job for name in QUEUE_NAMES for job in Queue(name, connection=get_sync_redis()).jobs]
+    assert queued and all(job.args == (task.id,) for job in queued)
     await drain_jobs()
     [mail] = outbox(user["email"])
     token = token_from_mail(mail)
-    assert token not in str(task.model_dump()) and "Token:" not in task.args[2]
+    assert token not in str(task.model_dump()) and token not in str((await OutboxTask.get(task.id)).model_dump())
+    assert "Tester" not in mail.get_payload()  # no user-chosen text (the display name) in the mail
     assert (await OutboxTask.get(task.id)).status == "done"
     await drain_jobs()
     assert len(outbox(user["email"])) == 1

@@ -58,7 +58,7 @@ async def test_transfer_refused_by_stripe_returns_the_funds(connected: PayoutDri
     await connected.request(2_000)
     await drain_jobs()
     [failed] = await connected.listed()
-    assert failed["status"] == "failed" and "insufficient available funds" in failed["failure_reason"]
+    assert failed["status"] == "failed" and failed["failure_reason"] == "provider_rejected"
     assert await connected.balance() == {"available_cents": 5_000, "pending_cents": 0}
     assert len(stripe_stub.sent("POST", "/v1/transfers")) == 1
     assert (await ledger.check_invariants())["ok"]

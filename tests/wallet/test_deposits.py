@@ -2,10 +2,10 @@
 
 import asyncio
 
+import stripe
 from beanie import PydanticObjectId
 
 from app.db import db_commands
-from app.errors import PaymentProviderError
 from app.integrations import payments
 from app.ledger import service as ledger
 from app.payments.models import InboxEvent
@@ -100,13 +100,15 @@ async def test_concurrent_deposits_cannot_pass_the_limit_together(wallet, settin
 
 async def test_provider_refusal_closes_the_deposit_and_frees_its_quota(wallet, monkeypatch):
     async def refuse(*_, **__):
-        raise PaymentProviderError({"provider_error": "card processing unavailable"})
+        raise payments.provider_failure(stripe.CardError("card processing unavailable", None, "card_declined"))
 
     monkeypatch.setattr(payments, "create_payment_intent", refuse)
     failed = await wallet.deposit(20_000, key="dep-1")
     assert failed.status_code == 502 and failed.json()["error"] == "payment_provider_error"
+    assert failed.json()["detail"]["reason"] == "card_declined"
+    assert "card processing unavailable" not in failed.text  # the provider's words stay in our logs
     [deposit] = await Deposit.find_all().to_list()
-    assert deposit.status == "failed" and "card processing unavailable" in deposit.failure_reason
+    assert deposit.status == "failed" and "card_declined" in deposit.failure_reason
     assert (await wallet.summary())["deposited_today_cents"] == 0
 
     monkeypatch.undo()

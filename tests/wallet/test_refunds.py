@@ -96,13 +96,14 @@ async def test_provider_refusal_returns_the_funds(wallet, monkeypatch):
     deposit = await wallet.funded(5_000)
 
     async def refuse(*_, **__):
-        raise PaymentProviderError({"provider_error": "charge already disputed"})
+        raise payments.provider_failure(stripe.InvalidRequestError("charge already disputed", None))
 
     monkeypatch.setattr(payments, "create_refund", refuse)
     resp = await wallet.refund(2_000)
     assert resp.status_code == 201
     [lot] = resp.json()["refunds"]
-    assert lot["status"] == "failed" and "charge already disputed" in lot["failure_reason"]
+    assert lot["status"] == "failed" and "provider_rejected" in lot["failure_reason"]
+    assert "charge already disputed" not in resp.text
     summary = await wallet.summary()
     assert (summary["available_cents"], summary["refund_pending_cents"]) == (5_000, 0)
     assert await lots_by_deposit() == {deposit["deposit_id"]: 5_000}

@@ -1,0 +1,34 @@
+"""Sentry, when SENTRY_DSN is set, with nothing secret in the events: no request bodies (passwords,
+tokens), no cookies or Authorization headers, no job arguments."""
+
+from typing import Any
+
+from app.config import Settings
+
+_SECRET_HEADERS = {"authorization", "cookie", "idempotency-key", "stripe-signature", "x-metrics-token"}
+
+
+def scrub(event: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
+    request = event.get("request")
+    if isinstance(request, dict):
+        for key in ("data", "cookies", "query_string"):
+            request.pop(key, None)
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            request["headers"] = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+    extra = event.get("extra")
+    if isinstance(extra, dict):
+        job = extra.get("rq-job")
+        if isinstance(job, dict):
+            for key in ("args", "kwargs", "description"):
+                job.pop(key, None)
+    return event
+
+
+def init(settings: Settings) -> None:
+    if not settings.sentry_dsn:
+        return
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment, send_default_pii=False,
+                    max_request_body_size="never", before_send=scrub)
