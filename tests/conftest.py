@@ -16,6 +16,8 @@ if not os.environ.get("MONGO_URI") or not os.environ.get("REDIS_URL"):
 os.environ["ENVIRONMENT"] = "test"
 os.environ["MONGO_DB"] = f"test_{uuid.uuid4().hex[:8]}"
 os.environ["MAIL_BACKEND"] = "outbox"
+# Every test registers from one client address; the attack tests lower this again.
+os.environ["EMAIL_RATE_PER_IP_PER_HOUR"] = "100000"
 os.environ["MAIL_OUTBOX_DIR"] = tempfile.mkdtemp(prefix="peertest-outbox-")
 
 import httpx  # noqa: E402

@@ -2,10 +2,10 @@ from typing import Annotated, Literal
 
 from pydantic import EmailStr, StringConstraints
 
-from app.kit.schemas import Output, StrictInput, Token
+from app.kit.schemas import Output, SingleLine, StrictInput, Token
 
 Password = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+DisplayName = SingleLine
 
 
 class RegisterIn(StrictInput):

@@ -37,7 +37,7 @@ SEND_PASSWORD_RESET = "app.auth.tasks.send_password_reset"
 # -- registration and verification --------------------------------------------------------------
 async def register(data: RegisterIn, client_ip: str) -> User:
     email = data.email.lower()
-    await throttle.email_route("register", client_ip, email)
+    await throttle.mail_route(client_ip, email)
     check_strength(data.password, email)
     password_hash = await hash_password(data.password)
 
@@ -71,7 +71,7 @@ async def _drop_expired_registration(session: AsyncClientSession, email: str) ->
 
 async def resend_verification(email: str, client_ip: str) -> None:
     email = email.lower()
-    await throttle.email_route("verify_resend", client_ip, email)
+    await throttle.mail_route(client_ip, email)
     await run_in_transaction(lambda session: _queue_mail(session, SEND_VERIFICATION, email))
 
 
@@ -148,7 +148,7 @@ async def logout(raw_token: str) -> None:
 # -- password reset -----------------------------------------------------------------------------
 async def request_password_reset(email: str, client_ip: str) -> None:
     email = email.lower()
-    await throttle.email_route("password_reset", client_ip, email)
+    await throttle.mail_route(client_ip, email)
     await run_in_transaction(lambda session: _queue_mail(session, SEND_PASSWORD_RESET, email))
 
 

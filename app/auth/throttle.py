@@ -15,12 +15,12 @@ def _address_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
-async def email_route(route: str, ip: str, email: str) -> None:
-    """A route that sends mail to `email`: per IP (one client spraying addresses) and per address
-    (many clients flooding one inbox). Counted whether or not the account exists."""
+async def mail_route(ip: str, email: str) -> None:
+    """Any route that sends mail to `email`, together: per IP (one client spraying addresses) and per
+    address (many clients flooding one inbox). Counted whether or not the account exists."""
     settings = get_settings()
-    await ratelimit.enforce(f"{route}:ip", ip, settings.email_rate_per_ip_per_hour, HOUR)
-    await ratelimit.enforce(f"{route}:to", _address_key(email), settings.email_rate_per_address_per_hour, HOUR)
+    await ratelimit.enforce("mail:ip", ip, settings.email_rate_per_ip_per_hour, HOUR)
+    await ratelimit.enforce("mail:to", _address_key(email), settings.email_rate_per_address_per_hour, HOUR)
 
 
 async def check_login(email: str) -> None:
