@@ -12,7 +12,7 @@ from app.config import Settings, get_settings
 from app.kit import crypto, error_reporting
 from app.kit.logging import setup_logging
 from app.kit.redis import close_redis
-from app.ops import handlers, health
+from app.ops import handlers, health, openapi
 from app.ops.middleware import RequestContextMiddleware, security_headers
 from app.ops.router import router as ops_router
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     handlers.install(app)
+    openapi.install(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
