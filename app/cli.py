@@ -1,32 +1,140 @@
-"""Operator commands: python -m app.cli --help"""
+"""Operator commands: python -m app.cli --help (or scripts/cli, which uses the project's venv).
+
+Settings come from the environment, as everywhere. Any variable not set there is taken from the
+env file `scripts/run` writes for its running stack ($PEERTEST_RUN_DIR/env, by default .run/env),
+so the commands reach that stack without copying its addresses by hand.
+"""
 
 import asyncio
+import os
+import shlex
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 
 from app import db
-from app.config import get_settings
+from app.config import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 cli = typer.Typer(help="PeerTest Hub operator commands", no_args_is_help=True)
 console = Console()
 
 
+def run_env_path() -> Path:
+    """$PEERTEST_RUN_DIR/env (a relative run dir means the current directory), else <repo>/.run/env."""
+    return Path(os.environ.get("PEERTEST_RUN_DIR") or ROOT / ".run").resolve() / "env"
+
+
+def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set, from scripts/run's env file, each variable that `environ` (os.environ) lacks; return them.
+
+    A file whose stack is gone (its first line names the stack's pid, and that process is not
+    running) is ignored with a note on stderr: its addresses point at servers that died with it.
+    """
+    path = path or run_env_path()
+    environ = os.environ if environ is None else environ
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    owner = _stack_pid(lines[0] if lines else "")
+    if owner is not None and not _pid_alive(owner):
+        print(f"note: ignoring {path}: the stack that wrote it (pid {owner}) is not running", file=sys.stderr)
+        return {}
+    loaded = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        try:
+            value = " ".join(shlex.split(raw))
+        except ValueError:
+            value = raw
+        if key and key not in environ:
+            environ[key] = loaded[key] = value
+    return loaded
+
+
+def _stack_pid(header: str) -> int | None:
+    marker = "(stack pid "
+    if header.startswith("#") and marker in header:
+        digits = header.split(marker, 1)[1].split(")", 1)[0]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@cli.callback()
+def _load_stack_settings() -> None:
+    """Runs before every command: the running stack's settings fill in what the environment lacks."""
+    if load_run_env():
+        get_settings.cache_clear()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and a non-zero exit: an operator needs the cause, not a traceback."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def redacted(uri: str) -> str:
+    """The URI without its password."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e.get("msg", e)).removeprefix("Value error, ") for e in exc.errors())
+        hint = "" if run_env_path().exists() else f" (found no {run_env_path()}: is scripts/run running?)"
+        fail(f"invalid settings: {problems}{hint}")
+
+
 def run_with_db(work: Callable[[], Awaitable[Any]]) -> Any:
+    """Connect to MongoDB, run `work`, disconnect. An unreachable database is a one-line error."""
+    from pymongo.errors import ConnectionFailure
+
     from app import registry
 
+    settings = load_settings()
     registry.load()
 
     async def runner() -> Any:
-        await db.connect(get_settings())
+        await db.connect(settings)
         try:
             return await work()
         finally:
             await db.disconnect()
 
-    return asyncio.run(runner())
+    try:
+        return asyncio.run(runner())
+    except ConnectionFailure:  # server selection timed out, connection refused or dropped
+        fail(f"cannot reach MongoDB at {redacted(settings.mongo_uri)} (is scripts/run running?)", 2)
 
 
 @cli.command("create-admin")

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/run and scripts/test. Source it; don't execute it.
+# Shared helpers for scripts/run, scripts/test, scripts/bench and scripts/cli. Source it; don't
+# execute it.
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 #   cd_repo_root
@@ -7,7 +8,7 @@
 #
 # After ensure_venv, $VENV_PY is the virtualenv's interpreter.
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: the venv and pyproject.toml are here
 VENV_DIR="$REPO_ROOT/.venv"
 VENV_PY="$VENV_DIR/bin/python"
 INSTALL_HASH_FILE="$VENV_DIR/.install-hash"
@@ -15,7 +16,14 @@ INSTALL_HASH_FILE="$VENV_DIR/.install-hash"
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-cd_repo_root() { cd "$REPO_ROOT" || exit 1; }
+# Go to the repository root. A relative PEERTEST_RUN_DIR is made absolute first, so it still
+# means the directory the command was started from.
+cd_repo_root() {
+  if [[ -n "${PEERTEST_RUN_DIR:-}" && "$PEERTEST_RUN_DIR" != /* ]]; then
+    export PEERTEST_RUN_DIR="$PWD/$PEERTEST_RUN_DIR"
+  fi
+  cd "$REPO_ROOT" || exit 1
+}
 
 # Print the path of a working Python 3.13 interpreter, or fail with advice.
 find_python313() {
@@ -59,7 +67,8 @@ _install_hash() {
 }
 
 # Create .venv if needed and (re)install the project when pyproject.toml or
-# constraints.txt changed since the last successful install.
+# constraints.txt changed since the last successful install. --quiet: say nothing when the
+# venv is reused.
 ensure_venv() {
   local py want have=""
   if [[ ! -x "$VENV_PY" ]] || ! "$VENV_PY" -V >/dev/null 2>&1; then
@@ -71,7 +80,7 @@ ensure_venv() {
   want="$(_install_hash)"
   [[ -f "$INSTALL_HASH_FILE" ]] && have="$(cat "$INSTALL_HASH_FILE")"
   if [[ "$want" == "$have" ]]; then
-    say "reusing .venv (dependencies unchanged)"
+    [[ "${1:-}" == --quiet ]] || say "reusing .venv (dependencies unchanged)"
     return 0
   fi
   say "installing dependencies into .venv (first run takes a minute or two)"
