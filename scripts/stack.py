@@ -17,11 +17,23 @@ Services, each skipped when its variable is already set in the environment:
 mongo and localstripe run the small programs in scripts/embedded/.
 
 Ports are free loopback ports unless MONGO_PORT, REDIS_PORT, S3_PORT, LOCALSTRIPE_PORT
-or API_PORT (default 8000 when free) say otherwise. Each child runs in its own process
-group. Everything the stack writes lives in the run directory, $PEERTEST_RUN_DIR
-(default <repo>/.run): logs in logs/<name>.log, the current pid of each child in
-pids/<name>.pid (the supervisor's own in pids/stack.pid), mails in outbox/. The test and
-bench modes use logs/<mode>/ and pids/<mode>/, so they never clobber a `run`.
+or API_PORT (default 8000 when free) say otherwise; 0 means any free port, chosen before the
+child starts. Each child runs in its own process group. Everything the stack writes lives in
+the run directory, $PEERTEST_RUN_DIR (default <repo>/.run): logs in logs/<name>.log, the
+current pid of each child in pids/<name>.pid (the supervisor's own in pids/stack.pid), mails
+in outbox/. The test and bench modes use logs/<mode>/, pids/<mode>/ and outbox/<mode>/, so
+they never clobber a `run`.
+
+`run` writes the settings it chose (API_URL, MONGO_URI, REDIS_URL, ...) to env in the run
+directory once every child is ready, as KEY=VALUE lines; `python -m app.cli` and scripts/cli
+read it, and it is removed when the stack stops. A fresh in-memory MongoDB starts with an
+empty outbox (older mails carry tokens of users that no longer exist).
+
+Ready means working: the api answers /health, each worker has registered itself in Redis
+(rq:workers), the scheduler has registered its periodic jobs there. A child that dies or is
+not ready in time during startup fails the run (exit status 1, naming the child and its log);
+supervision starts once everything is ready. `test` runs pytest with TMPDIR set to a private
+directory that is removed at the end, failures included.
 
 Supervision, as a process manager does it: a child that dies is restarted on the same port
 with the same environment, after a backoff of 0.5 s doubling to 30 s (reset once it has
@@ -40,9 +52,11 @@ from __future__ import annotations
 import atexit
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # The supervisor lives in the package scripts/embedded/; make scripts/ importable even under -P.
@@ -50,8 +64,10 @@ SCRIPTS = str(Path(__file__).resolve().parent)
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
+from embedded.child import pid_alive  # noqa: E402
 from embedded.common import LOG_DIR, PID_DIR, PY, ROOT, Interrupted, StackError, say  # noqa: E402
 from embedded.probes import port_from_env  # noqa: E402
+from embedded.runfile import ENV_FILE, clear_outbox, env_file_owner, remove_env_file, write_env_file  # noqa: E402
 from embedded.services import app_plan, bring_up, find, register_stripe_webhook  # noqa: E402
 from embedded.supervisor import Stack, stop_command  # noqa: E402
 
@@ -71,11 +87,23 @@ def mode_services(stack: Stack) -> int:
 
 
 def mode_run(stack: Stack) -> int:
+    owner = env_file_owner()
+    if owner is not None and owner != os.getpid() and pid_alive(owner):
+        say(f"another stack (pid {owner}) wrote {ENV_FILE}; this one will replace it")
+    else:
+        ENV_FILE.unlink(missing_ok=True)  # left by a stack that was killed: its addresses are dead
     env, _ = bring_up(stack, "dev")
-    api_port = port_from_env("API_PORT", 8000)
-    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{api_port}")  # links in mails
-    say("starting api, worker, scheduler")
-    stack.start(app_plan(api_port), env)
+    if any(s.name == "mongo" for s in stack.services):
+        # A fresh in-memory database: older mails carry tokens of users that no longer exist.
+        outbox = Path(env["MAIL_OUTBOX_DIR"])
+        if cleared := clear_outbox(outbox):
+            say(f"cleared {cleared} old mail(s) from {outbox} (the in-memory database starts empty)")
+    api_port = port_from_env("API_PORT", 8000)  # API_PORT=0: a free port, chosen here
+    api = f"http://127.0.0.1:{api_port}"
+    env["API_PORT"], env["API_URL"] = str(api_port), api
+    env.setdefault("PUBLIC_BASE_URL", api)  # links in mails
+    say("starting api, worker, worker-low, scheduler")
+    stack.start(app_plan(api_port, env["REDIS_URL"]), env)
     hook = None
     if any(s.name == "localstripe" for s in stack.services):
         hook = register_stripe_webhook(env, api_port)
@@ -85,7 +113,8 @@ def mode_run(stack: Stack) -> int:
             return f"webhook to {hook} registered again (localstripe is memory only: older Stripe objects are gone)"
 
         find(stack, "localstripe").after_restart = register_again
-    api = f"http://127.0.0.1:{api_port}"
+    stack.cleanups.append(remove_env_file)
+    env_file = write_env_file(env)
     lines = [
         "",
         "PeerTest Hub is running",
@@ -100,6 +129,7 @@ def mode_run(stack: Stack) -> int:
         f"  Stripe         {env['STRIPE_API_BASE']}" + (f"  (webhooks -> {hook})" if hook else ""),
         f"  Logs           {LOG_DIR}",
         f"  Pidfiles       {PID_DIR}",
+        f"  Settings       {env_file}  (scripts/cli reads it; in a shell: set -a; . {env_file}; set +a)",
         "",
         "Crashed children are restarted (except mongo and the api, which end the run).",
         f"Restart a worker: kill $(cat {shlex.quote(str(PID_DIR / 'worker.pid'))})",
@@ -120,6 +150,8 @@ def mode_bench(stack: Stack, bench_args: list[str]) -> int:
 
 def run_command(stack: Stack, mode: str, environment: str, argv: list[str]) -> int:
     """Bring the services up, run argv against them while supervising them, return its exit code."""
+    if mode == "test":
+        private_tmpdir(stack)
     # Own log and pid dirs, so this does not clobber those of a `run` in the same checkout.
     env, _ = bring_up(stack, environment, mode)
     say("running " + shlex.join(argv[1:] if argv[0] == PY else argv))
@@ -133,6 +165,17 @@ def run_command(stack: Stack, mode: str, environment: str, argv: list[str]) -> i
         if proc is None:
             raise
         return stop_command(proc, stop.signum)
+
+
+def private_tmpdir(stack: Stack) -> Path:
+    """A temporary directory for everything the run starts (pytest's tmp_path, the suite's mail
+    outbox, the services' and the private stacks' scratch files), removed when the stack stops,
+    after a failure too: scripts/test leaves no temporary folders behind."""
+    path = Path(tempfile.mkdtemp(prefix="peertest-test-", dir=os.environ.get("TMPDIR") or None))
+    stack.cleanups.append(lambda: shutil.rmtree(path, ignore_errors=True))
+    os.environ["TMPDIR"] = str(path)  # inherited by every child and by pytest
+    tempfile.tempdir = None  # this process picks it up too
+    return path
 
 
 def parse_args(argv: list[str]) -> tuple[str, list[str]]:

@@ -72,6 +72,7 @@ class Service:
     argv: list[str]
     ready: Callable[[], bool] | None  # None: up as soon as it runs
     port: int | None = None
+    ready_what: str = ""  # what the ready check waits for, for messages ("registered with Redis")
     env: dict[str, str] = field(default_factory=dict)
     tier: int = TIER_SERVICE
     timeout: float = 30.0
@@ -81,7 +82,8 @@ class Service:
     # Supervision state.
     base_env: dict[str, str] = field(default_factory=dict, repr=False)
     supervised: bool = False  # set once it was ready; only then are deaths handled
-    started_at: float = 0.0
+    started_at: float = 0.0  # time.monotonic() of the last start
+    started_wall: float = 0.0  # time.time() just before the last start (ready checks compare Redis times)
     restarts: int = 0  # how many times it was restarted in this run
     streak: int = 0  # consecutive quick deaths; drives the backoff
     restart_at: float | None = None  # a dead child waiting for its backoff to end
@@ -111,6 +113,7 @@ class Service:
                 if separator is not None:
                     log.write(separator.encode())
                     log.flush()
+                self.started_wall = time.time()
                 self.proc = subprocess.Popen(
                     self.argv,
                     cwd=ROOT,
@@ -141,3 +144,6 @@ class Service:
 
     def failure(self, what: str) -> StackError:
         return StackError(f"{self.name} {what}; last lines of {self.log_path}:\n{tail(self.log_path)}")
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None

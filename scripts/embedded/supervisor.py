@@ -94,13 +94,20 @@ class Stack:
         started = time.monotonic()
         while pending:
             for svc in list(pending):
+                # A child that cannot start is a setup or code problem: restarting it forever would
+                # hide it, so the stack fails instead (supervision begins once everything is ready).
+                before = f", before it {svc.ready_what}" if svc.ready_what else ""
                 if not svc.alive():
-                    raise svc.failure(f"{describe_exit(svc.proc.returncode)} while starting")
+                    raise svc.failure(f"(pid {svc.proc.pid}) {describe_exit(svc.proc.returncode)} while "
+                                      f"starting{before}, so the stack stops (a child that fails at start "
+                                      "is not restarted)")
                 if svc.is_ready():
                     say(f"{svc.name} ready ({time.monotonic() - started:.1f}s)")
                     pending.remove(svc)
                 elif time.monotonic() - started > svc.timeout:
-                    raise svc.failure(f"not ready after {svc.timeout:.0f}s")
+                    waiting = f" (it has not {svc.ready_what})" if svc.ready_what else ""
+                    raise svc.failure(f"(pid {svc.proc.pid}) not ready after {svc.timeout:.0f}s{waiting}, "
+                                      "so the stack stops")
             if pending:
                 time.sleep(0.1)
 
