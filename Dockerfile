@@ -5,7 +5,10 @@
 #   docker run ... peertest-hub python -m workers.scheduler      # periodic jobs
 FROM python:3.13-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# Fails closed: an image started without ENVIRONMENT runs as production, which refuses dev
+# secrets and simulation flags (app/config.py). Set ENVIRONMENT=staging for a trial.
+ENV ENVIRONMENT=production \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
