@@ -8,7 +8,7 @@
 #
 # After ensure_venv, $VENV_PY is the virtualenv's interpreter.
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: the venv and pyproject.toml are here
+REPO_ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: the venv and pyproject.toml are here
 VENV_DIR="$REPO_ROOT/.venv"
 VENV_PY="$VENV_DIR/bin/python"
 INSTALL_HASH_FILE="$VENV_DIR/.install-hash"
