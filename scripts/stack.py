@@ -93,11 +93,7 @@ def mode_run(stack: Stack) -> int:
     else:
         ENV_FILE.unlink(missing_ok=True)  # left by a stack that was killed: its addresses are dead
     env, _ = bring_up(stack, "dev")
-    if any(s.name == "mongo" for s in stack.services):
-        # A fresh in-memory database: older mails carry tokens of users that no longer exist.
-        outbox = Path(env["MAIL_OUTBOX_DIR"])
-        if cleared := clear_outbox(outbox):
-            say(f"cleared {cleared} old mail(s) from {outbox} (the in-memory database starts empty)")
+    fresh_outbox(stack, env)
     api_port = port_from_env("API_PORT", 8000)  # API_PORT=0: a free port, chosen here
     api = f"http://127.0.0.1:{api_port}"
     env["API_PORT"], env["API_URL"] = str(api_port), api
@@ -129,7 +125,7 @@ def mode_run(stack: Stack) -> int:
         f"  Stripe         {env['STRIPE_API_BASE']}" + (f"  (webhooks -> {hook})" if hook else ""),
         f"  Logs           {LOG_DIR}",
         f"  Pidfiles       {PID_DIR}",
-        f"  Settings       {env_file}  (scripts/cli reads it; in a shell: set -a; . {env_file}; set +a)",
+        f"  Settings       {env_file}  (scripts/cli reads it; in a shell: set -a; . {shlex.quote(str(env_file))}; set +a)",
         "",
         "Crashed children are restarted (except mongo and the api, which end the run).",
         f"Restart a worker: kill $(cat {shlex.quote(str(PID_DIR / 'worker.pid'))})",
@@ -138,6 +134,14 @@ def mode_run(stack: Stack) -> int:
     print("\n".join(lines), flush=True)
     stack.watch()
     return 0
+
+
+def fresh_outbox(stack: Stack, env: dict[str, str]) -> None:
+    """A fresh in-memory database: older mails carry tokens of users that no longer exist."""
+    if any(s.name == "mongo" for s in stack.services):
+        outbox = Path(env["MAIL_OUTBOX_DIR"])
+        if cleared := clear_outbox(outbox):
+            say(f"cleared {cleared} old mail(s) from {outbox} (the in-memory database starts empty)")
 
 
 def mode_test(stack: Stack, pytest_args: list[str]) -> int:
@@ -154,6 +158,7 @@ def run_command(stack: Stack, mode: str, environment: str, argv: list[str]) -> i
         private_tmpdir(stack)
     # Own log and pid dirs, so this does not clobber those of a `run` in the same checkout.
     env, _ = bring_up(stack, environment, mode)
+    fresh_outbox(stack, env)
     say("running " + shlex.join(argv[1:] if argv[0] == PY else argv))
     proc: subprocess.Popen | None = None
     try:

@@ -84,8 +84,8 @@ async def test_unreachable_database_is_one_line_not_a_traceback(tmp_path):
     code, out = await cli("ledger-check", env=without_stack_vars(ENVIRONMENT="test", MONGO_URI=uri,
                                                                  PEERTEST_RUN_DIR=str(tmp_path)))
     assert code not in (0, None)
-    assert out.splitlines() == [f"error: cannot reach MongoDB at {uri.replace('s3cret', '***')} "
-                                "(is scripts/run running?)"], out
+    expected = f"error: cannot reach MongoDB at {uri.replace('s3cret', '***')} (is scripts/run running?)"
+    assert out.splitlines() == [expected], out
 
 
 async def test_a_stale_env_file_is_ignored(tmp_path):
