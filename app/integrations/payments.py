@@ -52,7 +52,9 @@ def provider_failure(exc: stripe.StripeError) -> PaymentProviderError:
                            ("provider_error", "The payment provider failed; retry shortly."))
     log.warning("payment provider error", extra={"reason": reason, "provider_code": exc.code,
                                                  "http_status": exc.http_status, "provider_message": str(exc)})
-    return PaymentProviderError({"reason": reason, "message": message})
+    error = PaymentProviderError({"reason": reason, "message": message})
+    error.args = (f"{error.args[0]} (provider said: {exc})",)  # for logs and the operators' outbox view only
+    return error
 
 
 async def call(coro) -> Any:
