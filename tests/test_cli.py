@@ -74,9 +74,10 @@ async def test_settings_missing_from_the_environment_come_from_the_run_env_file(
     assert code == 0 and "admin created" in out, out
     assert (await User.find_one(User.email == "fromfile@example.com")).role == "admin"
 
-    unreachable = f"mongodb://127.0.0.1:{closed_port()}/?directConnection=true"
-    code, out = await cli("ledger-check", env=without_stack_vars(PEERTEST_RUN_DIR=str(tmp_path), MONGO_URI=unreachable))
-    assert code != 0 and unreachable in out, out  # the environment's MONGO_URI, not the file's
+    # The environment's value, not the file's: production refuses these dev settings at once.
+    code, out = await cli("ledger-check", env=without_stack_vars(PEERTEST_RUN_DIR=str(tmp_path),
+                                                                 ENVIRONMENT="production"))
+    assert code != 0 and "refusing to start in production" in out, out
 
 
 async def test_unreachable_database_is_one_line_not_a_traceback(tmp_path):
