@@ -36,6 +36,9 @@ def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None
 
     A file whose stack is gone (its first line names the stack's pid, and that process is not
     running) is ignored with a note on stderr: its addresses point at servers that died with it.
+    So is a file written for another ENVIRONMENT than the one `environ` names (the test suite's
+    CLI calls never pick up a developer's running dev stack): settings of two environments are
+    never mixed.
     """
     path = path or run_env_path()
     environ = os.environ if environ is None else environ
@@ -47,7 +50,7 @@ def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None
     if owner is not None and not _pid_alive(owner):
         print(f"note: ignoring {path}: the stack that wrote it (pid {owner}) is not running", file=sys.stderr)
         return {}
-    loaded = {}
+    values = {}
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
@@ -55,11 +58,16 @@ def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None
         key, _, raw = line.partition("=")
         key = key.strip().removeprefix("export ").strip()
         try:
-            value = " ".join(shlex.split(raw))
+            values[key] = " ".join(shlex.split(raw))
         except ValueError:
-            value = raw
-        if key and key not in environ:
-            environ[key] = loaded[key] = value
+            values[key] = raw
+    mine, theirs = environ.get("ENVIRONMENT"), values.get("ENVIRONMENT")
+    if mine and theirs and mine != theirs:
+        print(f"note: ignoring {path}: it was written for ENVIRONMENT={theirs}, and this one is {mine}",
+              file=sys.stderr)
+        return {}
+    loaded = {key: value for key, value in values.items() if key and key not in environ}
+    environ.update(loaded)
     return loaded
 
 

@@ -6,6 +6,7 @@ import socket
 import sys
 from pathlib import Path
 
+from app import db
 from app.cli import load_run_env
 from app.users.models import User
 
@@ -74,9 +75,18 @@ async def test_settings_missing_from_the_environment_come_from_the_run_env_file(
     assert code == 0 and "admin created" in out, out
     assert (await User.find_one(User.email == "fromfile@example.com")).role == "admin"
 
-    # The environment's value, not the file's: production refuses these dev settings at once.
+    # The environment's value wins over the file's.
+    other_db = f"{os.environ['MONGO_DB']}_env"
+    code, out = await cli("create-admin", "fromenv@example.com", "admin-pass-2026",
+                          env=without_stack_vars(PEERTEST_RUN_DIR=str(tmp_path), MONGO_DB=other_db))
+    assert code == 0, out
+    assert await User.find_one(User.email == "fromenv@example.com") is None  # not in the file's database
+    await db.get_client().drop_database(other_db)
+
+    # A file written for another environment is not mixed into this one.
     code, out = await cli("ledger-check", env=without_stack_vars(PEERTEST_RUN_DIR=str(tmp_path),
                                                                  ENVIRONMENT="production"))
+    assert f"ignoring {tmp_path / 'env'}: it was written for ENVIRONMENT=test, and this one is production" in out
     assert code != 0 and "refusing to start in production" in out, out
 
 
@@ -109,3 +119,7 @@ def test_env_file_format(tmp_path):
     assert loaded == {"B": "two words", "C": "x=y", "EMPTY": ""}
     assert environ == {"A": "mine", "B": "two words", "C": "x=y", "EMPTY": ""}
     assert load_run_env(tmp_path / "absent", {}) == {}
+
+    write_env_file(tmp_path, {"ENVIRONMENT": "dev", "MONGO_URI": "mongodb://dev"})
+    assert load_run_env(path, {"ENVIRONMENT": "test"}) == {}  # another environment's stack
+    assert load_run_env(path, {"ENVIRONMENT": "dev"}) == {"MONGO_URI": "mongodb://dev"}
