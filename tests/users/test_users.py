@@ -86,3 +86,35 @@ async def test_ensure_owner():
         ensure_owner(owner.id, other, hide=True)
     with pytest.raises(NotOwner):
         ensure_owner(owner.id, admin, admin_ok=False)
+
+
+async def test_null_in_any_profile_field_is_an_answer_never_a_500(client, actors):
+    """The fuzzer's 500: {"skills": null} failed the document's validation inside the transaction."""
+    from app.users.schemas import UserUpdate
+
+    for role in ("builder", "tester"):
+        user = await actors.signed_in(role)
+        for field in UserUpdate.model_fields:
+            resp = await client.patch("/api/users/me", json={field: None}, headers=user["headers"])
+            assert resp.status_code in (200, 422), (role, field, resp.status_code, resp.text)
+
+
+async def test_null_skills_clear_them_and_null_display_name_is_refused(client, actors):
+    tester = await actors.signed_in("tester")
+    h = tester["headers"]
+    assert (await client.patch("/api/users/me", json={"skills": ["qa", "ios"]}, headers=h)).json()["skills"] == ["qa", "ios"]
+    cleared = await client.patch("/api/users/me", json={"skills": None, "bio": None}, headers=h)
+    assert cleared.status_code == 200 and cleared.json()["skills"] == []
+    assert (await User.find_one(User.email == tester["email"])).skills == []
+    refused = await client.patch("/api/users/me", json={"display_name": None}, headers=h)
+    assert refused.status_code == 422 and refused.json()["error"] == "validation_error"
+    assert refused.json()["detail"][0]["loc"] == ["body", "display_name"]
+
+
+async def test_display_name_is_one_line_of_visible_text(client, actors):
+    tester = await actors.signed_in("tester")
+    for hostile in ("Tess\nSubject: reset", "Tess\r\nBcc: x@evil.test", "Tess\u2028line", "Tess\x00", "\x1b[31mTess"):
+        resp = await client.patch("/api/users/me", json={"display_name": hostile}, headers=tester["headers"])
+        assert resp.status_code == 422 and resp.json()["error"] == "validation_error", hostile
+    ok = await client.patch("/api/users/me", json={"display_name": "  Tess Tester  "}, headers=tester["headers"])
+    assert ok.status_code == 200 and ok.json()["display_name"] == "Tess Tester"
