@@ -71,6 +71,10 @@ class PayloadTooLarge(AppError):
     status_code, code, default_detail = 413, "payload_too_large", "The request body is too large."
 
 
+class MalformedBody(AppError):
+    status_code, code, default_detail = 400, "malformed_body", "The request body could not be read (not UTF-8 JSON)."
+
+
 # -- auth ---------------------------------------------------------------------------------------
 class InvalidCredentials(Unauthorized):
     code, default_detail = "invalid_credentials", "Email or password is wrong."
@@ -147,6 +151,7 @@ class PayoutAccountMissing(Conflict):
 
 class IdempotencyKeyInFlight(Conflict):
     code, default_detail = "idempotency_key_in_flight", "A request with this Idempotency-Key is still in progress."
+    response_headers = {"Retry-After": "Seconds until the running request's lease ends."}
 
 
 class IdempotencyKeyMismatch(Unprocessable):

@@ -6,16 +6,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from app.auth.dependencies import AdminUser
+from app.ops.openapi import errors
 from app.kit.pagination import Page, PageParams
 from app.outbox import service as outbox
 from app.outbox.schemas import OutboxTaskOut
+from app.outbox.service import TaskNotReplayable
 from app.payments import inbox
 from app.payments.schemas import InboxEventOut
 from app.reconciliation import service as reconciliation
 from app.reconciliation.schemas import Report
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-_REPLAY_ERRORS = {404: {"description": "not_found"}, 409: {"description": "task_not_replayable"}}
+_REPLAY_ERRORS = errors(TaskNotReplayable)
 
 
 @router.get("/outbox", response_model=Page[OutboxTaskOut])

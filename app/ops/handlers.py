@@ -13,12 +13,12 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.errors import AppError, ServiceUnavailable, ValidationFailed
+from app.errors import AppError, MalformedBody, ServiceUnavailable, ValidationFailed
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {
-    400: "bad_request",
+    400: MalformedBody.code,  # FastAPI's only 400: a body it could not parse (e.g. not UTF-8)
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",

@@ -80,7 +80,7 @@ def error_response(status: int, classes: Iterable[ErrorClass]) -> dict[str, Any]
         "description": f"{phrase}.\n\n" + "\n".join(f"- `{c.code}`: {_summary(c)}" for c in classes),
         "content": {"application/json": {
             "schema": {"allOf": [{"$ref": REF + "ErrorBody"}], "properties": {"error": {"enum": codes}}},
-            "examples": {c.code: {"summary": _summary(c), "value": _example(c)} for c in classes},
+            "examples": {c.code: {"$ref": f"#/components/examples/{c.code}"} for c in classes},
         }},
     }
     headers = _headers(classes)
@@ -145,7 +145,8 @@ def inferred(route: Any) -> list[ErrorClass]:
     if any(_params(dependant, kind) for kind in ("query_params", "header_params", "cookie_params", "body_params")):
         found.append(e.ValidationFailed)
     if _params(dependant, "body_params"):
-        found += [e.PayloadTooLarge, e.ValidationFailed]  # malformed JSON is a validation error too
+        # JSON that does not parse is a validation error (`json_invalid`); bytes that are not text, a 400.
+        found += [e.PayloadTooLarge, e.ValidationFailed, e.MalformedBody]
     if route.path_format.startswith("/api/"):
         found.append(e.ServiceUnavailable)
     return found
@@ -171,6 +172,7 @@ _REQUEST_ID = {"description": "The request's id: the one sent, or a new one. Quo
 
 def document_errors(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
     """Rewrite `doc` (FastAPI's document for `app`) in place; see the module docstring."""
+    seen: set[ErrorClass] = set()
     for route in iter_route_contexts(app.routes):
         if getattr(route, "dependant", None) is None or not getattr(route, "include_in_schema", False):
             continue
@@ -186,17 +188,22 @@ def document_errors(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
                     del responses[status]  # FastAPI's blanket 422, on a route that cannot answer it
             for status, classes in by_status.items():
                 responses[str(status)] = error_response(status, classes)
+                seen.update(classes)
             operation["responses"] = dict(sorted(responses.items()))
-    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
-        components.pop(name, None)
+        schemas.pop(name, None)
     schema = ErrorBody.model_json_schema(ref_template=REF + "{model}")
-    components.update(schema.pop("$defs", {}))
-    components["ErrorBody"] = schema
+    schemas.update(schema.pop("$defs", {}))
+    schemas["ErrorBody"] = schema
+    components["examples"] = {cls.code: {"summary": _summary(cls), "value": _example(cls)}
+                              for cls in sorted(seen, key=lambda c: c.code)}
+    components["headers"] = {"X-Request-ID": _REQUEST_ID}
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
             for response in operation.get("responses", {}).values():
-                response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID
+                response.setdefault("headers", {})["X-Request-ID"] = {"$ref": "#/components/headers/X-Request-ID"}
     return doc
 
 

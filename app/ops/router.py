@@ -13,24 +13,27 @@ from app.kit.queue import QUEUE_NAMES
 from app.kit.redis import get_redis
 from app.ops import health as monitor
 from app.ops.metrics import QUEUE_DEPTH, render
+from app.ops.schemas import Health, ServiceStatus
 
 router = APIRouter(tags=["operations"])
+_PROBE = {200: {"model": ServiceStatus, "description": "The dependency answers."},
+          503: {"model": ServiceStatus, "description": "The dependency is down."}}
 
 
-@router.get("/health")
+@router.get("/health", responses={200: {"model": Health}})
 async def health() -> dict:
     """Liveness, always 200: `status` is "ok", or "degraded" with the names of the problems
     (mongodb, redis, outbox_backlog). It does no I/O itself; the figures are in /metrics."""
     return monitor.snapshot()
 
 
-@router.get("/health/db")
+@router.get("/health/db", responses=_PROBE)
 async def health_db() -> JSONResponse:
     ok = await db.ping()
     return JSONResponse({"status": "ok" if ok else "down", "service": "mongodb"}, 200 if ok else 503)
 
 
-@router.get("/health/redis")
+@router.get("/health/redis", responses=_PROBE)
 async def health_redis() -> JSONResponse:
     ok = await _redis_ok()
     return JSONResponse({"status": "ok" if ok else "down", "service": "redis"}, 200 if ok else 503)

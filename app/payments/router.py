@@ -4,21 +4,30 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import BuilderUser, TesterUser
+from app.errors import (
+    InvalidWebhookSignature,
+    MembershipActive,
+    PayloadTooLarge,
+    PaymentMethodRejected,
+    PaymentProviderError,
+)
 from app.kit.idempotency import Idempotency, Operation
+from app.ops.openapi import errors
 from app.payments import connect, inbox, membership
+from app.payments.membership import MembershipCheckoutInProgress
 from app.payments.schemas import CheckoutStarted, MembershipCheckout, MembershipStatus, OnboardingLink
 
 router = APIRouter(tags=["payments"])
 
 
-@router.post("/webhooks/stripe", status_code=200)
+@router.post("/webhooks/stripe", status_code=200, responses=errors(InvalidWebhookSignature, PayloadTooLarge))
 async def stripe_webhook(request: Request) -> dict:
     """Stripe calls this. The signature is checked against the raw body; each event id is applied once."""
     record = await inbox.receive(await request.body(), request.headers.get("stripe-signature"))
     return {"received": True, "event_id": record.event_id}
 
 
-@router.post("/payments/connect/onboard", response_model=OnboardingLink)
+@router.post("/payments/connect/onboard", response_model=OnboardingLink, responses=errors(PaymentProviderError))
 async def connect_onboard(user: TesterUser) -> OnboardingLink:
     """Creates the tester's Stripe Express account on first use and returns an onboarding link.
     Payouts open once the provider reports `payouts_enabled` (account.updated webhook)."""
@@ -26,8 +35,8 @@ async def connect_onboard(user: TesterUser) -> OnboardingLink:
 
 
 @router.post("/payments/membership/checkout", response_model=CheckoutStarted,
-             responses={402: {"description": "payment_method_rejected"},
-                        409: {"description": "membership_active / membership_checkout_in_progress"}})
+             responses=errors(PaymentMethodRejected, MembershipActive, MembershipCheckoutInProgress,
+                              PaymentProviderError))
 async def membership_checkout(body: MembershipCheckout, user: BuilderUser,
                               idem: Annotated[Idempotency, Depends()]) -> JSONResponse:
     """Subscribes the builder to the monthly membership, paying with `payment_method_id`."""

@@ -4,8 +4,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import TesterUser
+from app.errors import InsufficientFunds, PayoutAccountMissing, PayoutBelowMinimum
 from app.kit.idempotency import Idempotency, Operation
 from app.kit.pagination import Page, PageParams
+from app.ops.openapi import errors
 from app.payouts import service
 from app.payouts.schemas import Payout, PayoutBalance, PayoutCreate
 
@@ -13,8 +15,7 @@ router = APIRouter(prefix="/payouts", tags=["payouts"])
 
 
 @router.post("", status_code=201, response_model=Payout,
-             responses={409: {"description": "payout_account_missing or insufficient_funds"},
-                        422: {"description": "payout_below_minimum or invalid input"}})
+             responses=errors(PayoutAccountMissing, InsufficientFunds, PayoutBelowMinimum))
 async def request_payout(body: PayoutCreate, user: TesterUser, idem: Annotated[Idempotency, Depends()]) -> JSONResponse:
     """💰 Reserves `amount_cents` of the tester's available earnings, then transfers them to the
     connected account in the background. Send an `Idempotency-Key` to retry safely."""

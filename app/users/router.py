@@ -1,7 +1,9 @@
 from fastapi import APIRouter
 
 from app.auth.dependencies import CurrentUser
+from app.errors import Unprocessable
 from app.kit.ids import parse_object_id
+from app.ops.openapi import errors
 from app.users import service
 from app.users.schemas import Me, PublicUser, UserUpdate
 
@@ -13,7 +15,7 @@ async def read_me(user: CurrentUser) -> Me:
     return Me.of(user)
 
 
-@router.patch("/me", response_model=Me, response_model_exclude_unset=True)
+@router.patch("/me", response_model=Me, response_model_exclude_unset=True, responses=errors(Unprocessable))
 async def update_me(body: UserUpdate, user: CurrentUser) -> Me:
     return Me.of(await service.update_profile(user, body))
 

@@ -3,10 +3,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from app.auth.dependencies import BuilderUser
+from app.errors import BalanceOwed, DailyLimitExceeded, InsufficientFunds, PaymentProviderError
 from app.kit.idempotency import Idempotency, Operation
 from app.kit.ids import parse_object_id
 from app.kit.pagination import Page, PageParams
 from app.ledger.schemas import Entry
+from app.ops.openapi import errors
 from app.wallet import deposits, refunds, service
 from app.wallet.schemas import (
     DepositCreate,
@@ -21,11 +23,6 @@ from app.wallet.schemas import (
 
 router = APIRouter(prefix="/wallet", tags=["wallet"])
 
-_MONEY_ERRORS = {409: {"description": "daily_limit_exceeded / insufficient_funds / balance_owed / "
-                                       "idempotency_key_in_flight"},
-                 422: {"description": "validation error, or Idempotency-Key reused with another body"}}
-
-
 @router.get("", response_model=Wallet)
 async def get_wallet(user: BuilderUser) -> Wallet:
     """Balances in cents: spendable, held in escrow, refunds in flight, owed after a chargeback, and
@@ -34,7 +31,7 @@ async def get_wallet(user: BuilderUser) -> Wallet:
 
 
 @router.post("/deposits", status_code=201, response_model=DepositCreated,
-             responses={**_MONEY_ERRORS, 502: {"description": "payment_provider_error; the key may be retried"}})
+             responses=errors(DailyLimitExceeded, PaymentProviderError))
 async def create_deposit(body: DepositCreate, user: BuilderUser, idem: Annotated[Idempotency, Depends()]):
     """Opens a pending deposit and its PaymentIntent: confirm `client_secret` with Stripe.js. The
     wallet is credited only when the provider's webhook confirms the payment."""
@@ -58,7 +55,8 @@ async def get_deposit(deposit_id: str, user: BuilderUser) -> DepositOut:
     return DepositOut.of(await service.get_deposit(user.id, parse_object_id(deposit_id, "deposit")))
 
 
-@router.post("/refunds", status_code=201, response_model=RefundRequestOut, responses=_MONEY_ERRORS)
+@router.post("/refunds", status_code=201, response_model=RefundRequestOut,
+             responses=errors(BalanceOwed, InsufficientFunds))
 async def create_refund(body: RefundCreate, user: BuilderUser, idem: Annotated[Idempotency, Depends()]):
     """Refunds unspent deposits to their original payments, oldest first, inside the refund window.
     201 with one item per deposit touched; each item's status is `succeeded`, `failed` (the cents
