@@ -1,10 +1,21 @@
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import EmailStr, StringConstraints
+from pydantic import EmailStr, Field, StringConstraints
 
+from app.config import get_settings
 from app.kit.schemas import Output, SingleLine, StrictInput, Token
 
-Password = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+def _password_rules(schema: dict[str, Any]) -> None:
+    schema["minLength"] = get_settings().password_min_length  # read when the document is generated
+
+
+# The document shows the rules for a new password; the check itself is the service's (422 `weak_password`
+# listing the unmet requirements), so validation stays loose and login sees any stored password.
+Password = Annotated[str, StringConstraints(min_length=1, max_length=128), Field(
+    json_schema_extra=_password_rules,
+    description="PASSWORD_MIN_LENGTH (default 10) to 128 characters, with letters and digits, at least 4 distinct "
+                "characters, not a common password and not containing the email's local part")]
 DisplayName = SingleLine
 
 

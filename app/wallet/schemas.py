@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, field_validator
 
@@ -11,8 +11,27 @@ from app.wallet.models import Deposit, WalletRefund
 Cents = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
 
 
+def _deposit_bounds(schema: dict[str, Any]) -> None:
+    """The document shows the configured bounds, read when it is generated (the validator reads them live)."""
+    settings = get_settings()
+    schema.update(minimum=settings.min_deposit_cents, maximum=settings.max_deposit_cents)
+
+
+def _refund_bounds(schema: dict[str, Any]) -> None:
+    schema.update(maximum=refund_ceiling())
+
+
+def refund_ceiling() -> int:
+    """More than the daily limit over a whole refund window can never be refundable."""
+    settings = get_settings()
+    return settings.daily_deposit_limit_cents * settings.refund_window_days
+
+
 class DepositCreate(StrictInput):
-    amount_cents: Cents
+    amount_cents: Annotated[Cents, Field(
+        json_schema_extra=_deposit_bounds,
+        description="MIN_DEPOSIT_CENTS to MAX_DEPOSIT_CENTS; with today's deposits, at most DAILY_DEPOSIT_LIMIT_CENTS "
+                    "a UTC day (409 `daily_limit_exceeded`)")]
 
     @field_validator("amount_cents")
     @classmethod
@@ -26,14 +45,15 @@ class DepositCreate(StrictInput):
 
 
 class RefundCreate(StrictInput):
-    amount_cents: Cents
+    amount_cents: Annotated[Cents, Field(
+        json_schema_extra=_refund_bounds,
+        description="at most the available balance, taken from deposits made within REFUND_WINDOW_DAYS "
+                    "(409 `insufficient_funds`, or `balance_owed` while a chargeback is unpaid)")]
 
     @field_validator("amount_cents")
     @classmethod
     def _within_refundable_ceiling(cls, value: int) -> int:
-        # More than the daily limit over a whole refund window can never be refundable.
-        settings = get_settings()
-        ceiling = settings.daily_deposit_limit_cents * settings.refund_window_days
+        ceiling = refund_ceiling()
         if value > ceiling:
             raise ValueError(f"amount_cents must be at most {ceiling}")
         return value
