@@ -73,8 +73,8 @@ def errors(*classes: ErrorClass) -> dict[int | str, dict[str, Any]]:
 
 def error_response(status: int, classes: Iterable[ErrorClass]) -> dict[str, Any]:
     """The OpenAPI response object for one status and the error classes that can answer with it."""
-    classes = sorted(set(classes), key=lambda c: c.code)
-    codes = [c.code for c in classes]
+    by_code = {c.code: c for c in sorted(set(classes), key=lambda c: (c.code, len(c.__mro__)))}
+    classes, codes = list(by_code.values()), list(by_code)  # a subclass without a code of its own adds none
     phrase = http.HTTPStatus(status).phrase
     response: dict[str, Any] = {
         "description": f"{phrase}.\n\n" + "\n".join(f"- `{c.code}`: {_summary(c)}" for c in classes),
@@ -166,6 +166,13 @@ def route_errors(route: Any) -> dict[int, set[ErrorClass]]:
 
 
 # -- the document ---------------------------------------------------------------------------------
+_IDEMPOTENT_HEADERS = {
+    "Idempotency-Key": {"description": "The request's Idempotency-Key, when it sent one.", "required": False,
+                        "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "`true` when this is the stored answer to an earlier request with the "
+                                           "same key and body (error answers are replayed too).",
+                            "required": False, "schema": {"type": "string", "enum": ["true"]}},
+}
 _REQUEST_ID = {"description": "The request's id: the one sent, or a new one. Quote it when reporting a problem.",
                "required": True, "schema": {"type": "string"}}
 
@@ -189,6 +196,9 @@ def document_errors(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
             for status, classes in by_status.items():
                 responses[str(status)] = error_response(status, classes)
                 seen.update(classes)
+            if Idempotency in set(_calls(route.dependant)):
+                for status in [s for s in responses if s.startswith("2")]:
+                    responses[status].setdefault("headers", {}).update(_IDEMPOTENT_HEADERS)
             operation["responses"] = dict(sorted(responses.items()))
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
