@@ -110,7 +110,8 @@ def test_business_bounds_are_in_the_schema(doc, settings):
     refund = schemas["RefundCreate"]["properties"]["amount_cents"]
     assert refund["maximum"] == settings.daily_deposit_limit_cents * settings.refund_window_days
     assert schemas["PayoutCreate"]["properties"]["amount_cents"]["minimum"] == settings.min_payout_cents
-    for name, field in (("RegisterIn", "password"), ("LoginIn", "password"), ("PasswordResetConfirmIn", "new_password")):
+    passwords = (("RegisterIn", "password"), ("LoginIn", "password"), ("PasswordResetConfirmIn", "new_password"))
+    for name, field in passwords:
         password = schemas[name]["properties"][field]
         assert (password["minLength"], password["maxLength"]) == (settings.password_min_length, 128)
     for label, operation in _operations(doc):

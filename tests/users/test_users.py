@@ -102,7 +102,8 @@ async def test_null_in_any_profile_field_is_an_answer_never_a_500(client, actors
 async def test_null_skills_clear_them_and_null_display_name_is_refused(client, actors):
     tester = await actors.signed_in("tester")
     h = tester["headers"]
-    assert (await client.patch("/api/users/me", json={"skills": ["qa", "ios"]}, headers=h)).json()["skills"] == ["qa", "ios"]
+    skilled = await client.patch("/api/users/me", json={"skills": ["qa", "ios"]}, headers=h)
+    assert skilled.json()["skills"] == ["qa", "ios"]
     cleared = await client.patch("/api/users/me", json={"skills": None, "bio": None}, headers=h)
     assert cleared.status_code == 200 and cleared.json()["skills"] == []
     assert (await User.find_one(User.email == tester["email"])).skills == []
