@@ -89,7 +89,11 @@ class RefreshTokenReused(Unauthorized):
 
 
 class LoginThrottled(RateLimited):
+    """Too many failed logins for this account in a row: wait Retry-After seconds, or reset the password."""
+
     code = "login_throttled"
+    default_detail = ("Too many failed logins for this account; retry after the delay, or reset the password to get "
+                      "in at once.")
 
     def __init__(self, retry_after: int):
         super().__init__(retry_after, "Too many failed logins for this account; retry after the delay, or reset "
