@@ -75,6 +75,25 @@ class MalformedBody(AppError):
     status_code, code, default_detail = 400, "malformed_body", "The request body could not be read (not UTF-8 JSON)."
 
 
+class InvalidCursor(Unprocessable):
+    code, default_detail = "invalid_cursor", "The cursor is not one this list gave out."
+
+
+class FieldNotForRole(Unprocessable):
+    code, default_detail = "field_not_for_role", "This profile field belongs to another role."
+
+
+def raises(*classes: type[AppError]):
+    """Marks a dependency with the errors it can answer with; the OpenAPI document (app/ops/openapi.py)
+    lists them on every route that depends on it."""
+
+    def mark(dependency):
+        dependency.raises = classes
+        return dependency
+
+    return mark
+
+
 # -- auth ---------------------------------------------------------------------------------------
 class InvalidCredentials(Unauthorized):
     code, default_detail = "invalid_credentials", "Email or password is wrong."

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from app.auth.dependencies import AdminUser
-from app.ops.openapi import errors
 from app.kit.pagination import Page, PageParams
+from app.ops.openapi import errors
 from app.outbox import service as outbox
 from app.outbox.schemas import OutboxTaskOut
 from app.outbox.service import TaskNotReplayable

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import tokens
 from app.config import get_settings
-from app.errors import AccountDisabled, InvalidToken, NotFound, NotOwner, WrongRole
+from app.errors import AccountDisabled, InvalidToken, NotFound, NotOwner, RateLimited, WrongRole, raises
 from app.kit import ratelimit
 from app.kit.security import decode_access_token
 from app.users.models import Role, User
@@ -17,6 +17,7 @@ from app.users.models import Role, User
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/auth/login")
 
 
+@raises(InvalidToken, AccountDisabled, RateLimited)
 async def get_current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> User:
@@ -40,6 +41,7 @@ async def get_current_user(
 
 
 def require_roles(*roles: Role):
+    @raises(WrongRole)
     async def dependency(user: Annotated[User, Depends(get_current_user)]) -> User:
         if user.role not in roles:
             raise WrongRole(f"This needs the {' or '.join(roles)} role.")

@@ -16,6 +16,8 @@ Password = Annotated[str, StringConstraints(min_length=1, max_length=128), Field
     json_schema_extra=_password_rules,
     description="PASSWORD_MIN_LENGTH (default 10) to 128 characters, with letters and digits, at least 4 distinct "
                 "characters, not a common password and not containing the email's local part")]
+# Login takes whatever was stored, even a password older than today's rules.
+StoredPassword = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 DisplayName = SingleLine
 
 
@@ -35,7 +37,7 @@ class Registered(Output):
 
 class LoginIn(StrictInput):
     email: EmailStr
-    password: Password
+    password: StoredPassword
 
 
 class TokenPair(Output):

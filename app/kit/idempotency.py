@@ -35,7 +35,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from app.config import get_settings
 from app.db import run_in_transaction
-from app.errors import AppError, IdempotencyKeyInFlight, IdempotencyKeyMismatch
+from app.errors import AppError, IdempotencyKeyInFlight, IdempotencyKeyMismatch, raises
 from app.kit.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ async def checkpoint(session: AsyncClientSession, point: str) -> None:
             {"_id": op.record_id}, {"$set": {"recovery_point": point}}, session=session)
 
 
+@raises(IdempotencyKeyInFlight, IdempotencyKeyMismatch)
 class Idempotency:
     """FastAPI dependency: `idem: Annotated[Idempotency, Depends()]`, then
     `await idem.run(user.id, body, lambda op: service.do(..., op.id))`."""

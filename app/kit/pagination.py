@@ -13,7 +13,7 @@ from bson.errors import InvalidId
 from fastapi import Query
 from pydantic import BaseModel
 
-from app.errors import Unprocessable
+from app.errors import InvalidCursor, raises
 from app.kit.timeutil import as_utc
 
 T = TypeVar("T")
@@ -25,6 +25,7 @@ class Page(BaseModel, Generic[T]):
     next: str | None = None
 
 
+@raises(InvalidCursor)
 class PageParams:
     def __init__(
         self,
@@ -45,7 +46,7 @@ class PageParams:
                 raise ValueError("empty id")
             last_id: Any = raw_id if string_ids else ObjectId(raw_id)
         except (ValueError, InvalidId, OverflowError, OSError):
-            raise Unprocessable("invalid cursor") from None
+            raise InvalidCursor() from None
         return {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": last_id}}]}
 
 

@@ -8,12 +8,11 @@ classes (app/errors.py and their subclasses), never from hand-written strings.
 Where the codes come from:
 
 - **Inferred** from what a route depends on, so they stay true as routes change:
-  the current user (401 `invalid_token`, 403 `account_disabled`, 429 per-user rate limit), a role
-  (403 `wrong_role`), an `Idempotency-Key` (409 in flight, 422 reused with another body), pagination
-  (422 `unprocessable`: a bad cursor), a path parameter (404), query/header/body parameters
-  (422 `validation_error`), a JSON body (413), and every /api route's MongoDB and Redis (503).
+  each dependency marked with `app.errors.raises(...)` (the current user: 401, 403, 429; a role: 403;
+  an `Idempotency-Key`: 409, 422; a cursor: 422), a path parameter (404), query/header/body
+  parameters (422 `validation_error`), a JSON body (413), and every /api route's MongoDB and Redis (503).
 - **Declared** next to the code for what a service refuses: `responses=errors(InsufficientFunds, ...)`
-  on the route. The auth routes' codes are listed here (`AUTH_ERRORS`), by endpoint name.
+  on the route.
 
 `install(app)` wraps `app.openapi()`: FastAPI builds the document, then each operation's error
 responses are rewritten from the route's classes, FastAPI's `HTTPValidationError` is replaced by
@@ -30,26 +29,10 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 
 from app import errors as e
-from app.auth.dependencies import get_current_user
-from app.kit.idempotency import Idempotency
-from app.kit.pagination import PageParams
 from app.ops.schemas import ErrorBody
 
 REF = "#/components/schemas/"
 ErrorClass = type[e.AppError]
-
-# The auth routes (app/auth/router.py), by endpoint name: what their service refuses.
-AUTH_ERRORS: dict[str, tuple[ErrorClass, ...]] = {
-    "register": (e.EmailTaken, e.WeakPassword, e.RateLimited),
-    "verify_email": (e.InvalidOneTimeToken,),
-    "resend_verification": (e.RateLimited,),
-    "login": (e.InvalidCredentials, e.EmailNotVerified, e.AccountDisabled, e.RateLimited, e.LoginThrottled),
-    "refresh": (e.InvalidToken, e.RefreshTokenReused),
-    "logout": (),
-    "request_password_reset": (e.RateLimited,),
-    "confirm_password_reset": (e.InvalidOneTimeToken, e.WeakPassword, e.RateLimited),
-}
-
 
 class _Declared(dict):
     """A `responses=` entry made by errors(): a valid OpenAPI response that remembers its classes."""
@@ -122,24 +105,13 @@ def _params(dependant: Dependant, kind: str) -> list[Any]:
     return found
 
 
-def _is_role_check(call: Any) -> bool:
-    # app.auth.dependencies.require_roles(...) returns a closure; its qualified name says so.
-    return getattr(call, "__qualname__", "").startswith("require_roles.")
-
-
 def inferred(route: Any) -> list[ErrorClass]:
     """The generic errors a route can answer with, read off its dependencies and parameters."""
     dependant: Dependant = route.dependant
     calls = set(_calls(dependant))
     found: list[ErrorClass] = []
-    if get_current_user in calls:
-        found += [e.InvalidToken, e.AccountDisabled, e.RateLimited]
-    if any(_is_role_check(c) for c in calls):
-        found.append(e.WrongRole)
-    if Idempotency in calls:
-        found += [e.IdempotencyKeyInFlight, e.IdempotencyKeyMismatch]
-    if PageParams in calls:
-        found.append(e.Unprocessable)  # a cursor that is not one of ours
+    for call in calls:  # dependencies marked with app.errors.raises(...): the user, roles, keys, cursors
+        found += getattr(call, "raises", ())
     if _params(dependant, "path_params"):
         found.append(e.NotFound)  # ids that do not parse are unknown ids, and so are others' resources
     if any(_params(dependant, kind) for kind in ("query_params", "header_params", "cookie_params", "body_params")):
@@ -156,8 +128,6 @@ def route_errors(route: Any) -> dict[int, set[ErrorClass]]:
     """Inferred and declared error classes of one route, by status."""
     by_status: dict[int, set[ErrorClass]] = defaultdict(set)
     for cls in inferred(route):
-        by_status[cls.status_code].add(cls)
-    for cls in AUTH_ERRORS.get(route.name, ()) if route.path_format.startswith("/api/auth/") else ():
         by_status[cls.status_code].add(cls)
     for response in route.responses.values():
         for cls in getattr(response, "classes", ()):
@@ -196,7 +166,7 @@ def document_errors(app: FastAPI, doc: dict[str, Any]) -> dict[str, Any]:
             for status, classes in by_status.items():
                 responses[str(status)] = error_response(status, classes)
                 seen.update(classes)
-            if Idempotency in set(_calls(route.dependant)):
+            if any(e.IdempotencyKeyInFlight in getattr(call, "raises", ()) for call in _calls(route.dependant)):
                 for status in [s for s in responses if s.startswith("2")]:
                     responses[status].setdefault("headers", {}).update(_IDEMPOTENT_HEADERS)
             operation["responses"] = dict(sorted(responses.items()))

@@ -45,6 +45,7 @@ _STATUS = {
 
 class MembershipCheckoutInProgress(Conflict):
     code, default_detail = "membership_checkout_in_progress", "Another membership checkout is still running."
+    response_headers = {"Retry-After": "Seconds to wait before trying again."}
 
 
 async def start_membership(user: User, payment_method_id: str, operation_id: Any) -> dict[str, Any]:

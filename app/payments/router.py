@@ -20,7 +20,17 @@ from app.payments.schemas import CheckoutStarted, MembershipCheckout, Membership
 router = APIRouter(tags=["payments"])
 
 
-@router.post("/webhooks/stripe", status_code=200, responses=errors(InvalidWebhookSignature, PayloadTooLarge))
+_STRIPE_EVENT = {
+    "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"},
+                    "description": "`t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">` with the signing secret"}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["id", "type", "data"], "description": "A Stripe event, read as raw bytes",
+        "properties": {"id": {"type": "string"}, "type": {"type": "string"}, "data": {"type": "object"}}}}}},
+}
+
+
+@router.post("/webhooks/stripe", status_code=200, responses=errors(InvalidWebhookSignature, PayloadTooLarge),
+             openapi_extra=_STRIPE_EVENT)
 async def stripe_webhook(request: Request) -> dict:
     """Stripe calls this. The signature is checked against the raw body; each event id is applied once."""
     record = await inbox.receive(await request.body(), request.headers.get("stripe-signature"))

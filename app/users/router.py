@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from app.auth.dependencies import CurrentUser
-from app.errors import Unprocessable
+from app.errors import FieldNotForRole, Unprocessable
 from app.kit.ids import parse_object_id
 from app.ops.openapi import errors
 from app.users import service
@@ -15,7 +15,8 @@ async def read_me(user: CurrentUser) -> Me:
     return Me.of(user)
 
 
-@router.patch("/me", response_model=Me, response_model_exclude_unset=True, responses=errors(Unprocessable))
+@router.patch("/me", response_model=Me, response_model_exclude_unset=True,
+              responses=errors(FieldNotForRole, Unprocessable))
 async def update_me(body: UserUpdate, user: CurrentUser) -> Me:
     return Me.of(await service.update_profile(user, body))
 

@@ -73,7 +73,8 @@ class Me(Output):
     def of(cls, user: User) -> "Me":
         """Role-specific fields are left unset for other roles (the route excludes unset fields)."""
         me = super().of(user)
-        other_roles = {"builder": _TESTER_FIELDS, "tester": _BUILDER_FIELDS}.get(user.role, _BUILDER_FIELDS | _TESTER_FIELDS)
+        by_role = {"builder": _TESTER_FIELDS, "tester": _BUILDER_FIELDS}
+        other_roles = by_role.get(user.role, _BUILDER_FIELDS | _TESTER_FIELDS)
         return cls.model_validate(me.model_dump(exclude=other_roles, exclude_unset=True))
 
 

@@ -2,7 +2,7 @@ from beanie import PydanticObjectId
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from app.db import duplicate_key_as, run_in_transaction
-from app.errors import EmailTaken, NotFound, Unprocessable
+from app.errors import EmailTaken, FieldNotForRole, NotFound, Unprocessable
 from app.kit.passwords import check_strength
 from app.kit.security import hash_password
 from app.kit.timeutil import utcnow
@@ -25,7 +25,7 @@ async def update_profile(user: User, changes: UserUpdate) -> User:
     fields = changes.model_dump(exclude_unset=True, mode="json")
     wrong = (_BUILDER_ONLY if user.role != "builder" else set()) | (_TESTER_ONLY if user.role != "tester" else set())
     if misplaced := sorted(set(fields) & wrong):
-        raise Unprocessable(f"not a {user.role} field: {', '.join(misplaced)}")
+        raise FieldNotForRole(f"not a {user.role} field: {', '.join(misplaced)}")
     if "display_name" in fields and fields["display_name"] is None:
         raise Unprocessable("display_name cannot be empty")
     if not fields:

@@ -36,9 +36,14 @@ async def test_bogus_reset_tokens_cost_no_hash_and_are_limited_per_ip(client, se
 
     monkeypatch.setattr(auth_service, "hash_password", counting_hash)
     settings.reset_confirm_rate_per_ip_per_minute = 10
-    answers = await asyncio.gather(*[
-        client.post("/api/auth/password-reset/confirm", json={"token": f"bogus-token-{i:08d}", "new_password": NEW_PASSWORD})
-        for i in range(12)])
+    answers = await asyncio.gather(
+        *[
+            client.post(
+                "/api/auth/password-reset/confirm", json={"token": f"bogus-token-{i:08d}", "new_password": NEW_PASSWORD}
+            )
+            for i in range(12)
+        ]
+    )
     codes = sorted(a.status_code for a in answers)
     assert codes == [400] * 10 + [429] * 2
     assert hashed == []  # not one Argon2 hash for a token that does not exist
@@ -57,8 +62,10 @@ async def test_made_up_methods_do_not_add_metric_series(client):
 # -- our emails carried attacker text -----------------------------------------------------------
 async def test_display_names_with_control_characters_are_refused(client, actors):
     for name in ("Eve\n\nYour account is locked, log in at http://evil.example", "Eve\r\nBcc: x", "Eve\u2028x", "\x00"):
-        resp = await client.post("/api/auth/register", json={
-            "email": unique_email(), "password": PASSWORD, "role": "tester", "display_name": name})
+        resp = await client.post(
+            "/api/auth/register",
+            json={"email": unique_email(), "password": PASSWORD, "role": "tester", "display_name": name},
+        )
         assert resp.status_code == 422, name
     user = await actors.signed_in("tester")
     patched = await client.patch("/api/users/me", json={"display_name": "Eve\nclick here"}, headers=user["headers"])
@@ -67,8 +74,10 @@ async def test_display_names_with_control_characters_are_refused(client, actors)
 
 async def test_mail_to_an_unproven_address_carries_no_user_text(client):
     email = unique_email()
-    await client.post("/api/auth/register", json={
-        "email": email, "password": PASSWORD, "role": "tester", "display_name": "Visit evil dot example"})
+    await client.post(
+        "/api/auth/register",
+        json={"email": email, "password": PASSWORD, "role": "tester", "display_name": "Visit evil dot example"},
+    )
     await drain_jobs()
     [mail] = outbox(email)
     assert "evil" not in mail.get_payload()
@@ -76,8 +85,10 @@ async def test_mail_to_an_unproven_address_carries_no_user_text(client):
 
 # -- an address could be squatted before its owner signed up ------------------------------------
 async def _squat(client, email: str) -> None:
-    resp = await client.post("/api/auth/register", json={
-        "email": email, "password": "attacker-pass-99", "role": "tester", "display_name": "Mallory"})
+    resp = await client.post(
+        "/api/auth/register",
+        json={"email": email, "password": "attacker-pass-99", "role": "tester", "display_name": "Mallory"},
+    )
     assert resp.status_code == 201
     await drain_jobs()
 
@@ -85,8 +96,9 @@ async def _squat(client, email: str) -> None:
 async def test_a_squatted_address_is_freed_after_the_token_lifetime(client, actors):
     email = unique_email("victim")
     await _squat(client, email)
-    early = await client.post("/api/auth/register", json={
-        "email": email, "password": PASSWORD, "role": "builder", "display_name": "Victim"})
+    early = await client.post(
+        "/api/auth/register", json={"email": email, "password": PASSWORD, "role": "builder", "display_name": "Victim"}
+    )
     assert early.status_code == 409  # while the token could still confirm it
     long_ago = utcnow() - timedelta(days=2)
     await User.find(User.email == email).update({"$set": {"created_at": long_ago}})
@@ -94,8 +106,9 @@ async def test_a_squatted_address_is_freed_after_the_token_lifetime(client, acto
 
     for stale in Path(get_settings().mail_outbox_dir).glob("*.eml"):  # the squatter's mail; its token is dead
         stale.unlink()
-    owner = await client.post("/api/auth/register", json={
-        "email": email, "password": PASSWORD, "role": "builder", "display_name": "Victim"})
+    owner = await client.post(
+        "/api/auth/register", json={"email": email, "password": PASSWORD, "role": "builder", "display_name": "Victim"}
+    )
     assert owner.status_code == 201
     await actors.verify(email)
     squatter = await client.post("/api/auth/login", json={"email": email, "password": "attacker-pass-99"})
@@ -107,16 +120,27 @@ async def test_a_password_reset_takes_a_squatted_account_back_at_once(client):
     email = unique_email("victim")
     await _squat(client, email)
     token = await _reset_token(client, email)
-    assert (await client.post("/api/auth/password-reset/confirm",
-                              json={"token": token, "new_password": NEW_PASSWORD})).status_code == 200
-    assert (await client.post("/api/auth/login", json={"email": email, "password": "attacker-pass-99"})).status_code == 401
+    assert (
+        await client.post("/api/auth/password-reset/confirm", json={"token": token, "new_password": NEW_PASSWORD})
+    ).status_code == 200
+    assert (
+        await client.post("/api/auth/login", json={"email": email, "password": "attacker-pass-99"})
+    ).status_code == 401
     assert (await client.post("/api/auth/login", json={"email": email, "password": NEW_PASSWORD})).status_code == 200
 
 
 # -- behind a proxy, one client locked everyone out ---------------------------------------------
 async def _failed_logins(client, forwarded_for: str, count: int) -> list[int]:
-    return [(await client.post("/api/auth/login", json={"email": unique_email(), "password": "wrong-pass-11"},
-                               headers={"X-Forwarded-For": forwarded_for})).status_code for _ in range(count)]
+    return [
+        (
+            await client.post(
+                "/api/auth/login",
+                json={"email": unique_email(), "password": "wrong-pass-11"},
+                headers={"X-Forwarded-For": forwarded_for},
+            )
+        ).status_code
+        for _ in range(count)
+    ]
 
 
 async def test_a_trusted_proxy_forwards_the_client_address(client, settings):
@@ -136,15 +160,25 @@ async def test_an_untrusted_peer_cannot_choose_its_address(client, settings):
 # -- mail routes: per IP and per address, and the same path whether the account exists ----------
 async def test_mail_routes_are_limited_per_address(client, actors):
     user = await actors.register("tester")
-    codes = [(await client.post("/api/auth/verify-email/resend", json={"email": user["email"]},
-                                headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code for i in range(3)]
+    codes = [
+        (
+            await client.post(
+                "/api/auth/verify-email/resend",
+                json={"email": user["email"]},
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
+            )
+        ).status_code
+        for i in range(3)
+    ]
     assert codes == [202, 202, 429]  # the register mail counted too; many IPs do not help
 
 
 async def test_mail_routes_are_limited_per_ip(client, settings):
     settings.email_rate_per_ip_per_hour = 3
-    sprayed = [(await client.post("/api/auth/password-reset/request", json={"email": unique_email()})).status_code
-               for _ in range(4)]
+    sprayed = [
+        (await client.post("/api/auth/password-reset/request", json={"email": unique_email()})).status_code
+        for _ in range(4)
+    ]
     assert sprayed == [202, 202, 202, 429]
 
 
@@ -163,19 +197,31 @@ async def test_reset_requests_take_the_same_path_for_unknown_addresses(client, a
 async def test_failed_logins_back_off_per_account_and_a_reset_lifts_it(client, actors, settings):
     settings.login_rate_per_minute = 1000
     user = await actors.signed_in("tester")
-    wrong = [(await client.post("/api/auth/login", json={"email": user["email"], "password": "wrong-pass-11"},
-                                headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code for i in range(6)]
+    wrong = [
+        (
+            await client.post(
+                "/api/auth/login",
+                json={"email": user["email"], "password": "wrong-pass-11"},
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
+            )
+        ).status_code
+        for i in range(6)
+    ]
     assert wrong == [401] * 5 + [429]
     locked = await client.post("/api/auth/login", json={"email": user["email"], "password": PASSWORD})
     assert locked.status_code == 429 and locked.json()["error"] == "login_throttled"
     assert 1 <= int(locked.headers["Retry-After"]) <= 2
     # unknown accounts behave alike, so the throttle reveals nothing
-    ghost = [(await client.post("/api/auth/login", json={"email": "ghost@example.com", "password": "x"})).status_code
-             for _ in range(6)]
+    ghost = [
+        (await client.post("/api/auth/login", json={"email": "ghost@example.com", "password": "x"})).status_code
+        for _ in range(6)
+    ]
     assert ghost == [401] * 5 + [429]
     token = await _reset_token(client, user["email"])
     await client.post("/api/auth/password-reset/confirm", json={"token": token, "new_password": NEW_PASSWORD})
-    assert (await client.post("/api/auth/login", json={"email": user["email"], "password": NEW_PASSWORD})).status_code == 200
+    assert (
+        await client.post("/api/auth/login", json={"email": user["email"], "password": NEW_PASSWORD})
+    ).status_code == 200
 
 
 async def test_the_backoff_grows_and_is_capped(client, actors, settings):
@@ -208,9 +254,12 @@ async def test_a_reset_voids_the_other_unused_reset_tokens(client, actors):
     user = await actors.signed_in("tester")
     first = await _reset_token(client, user["email"])
     second = await _reset_token(client, user["email"])
-    assert (await client.post("/api/auth/password-reset/confirm",
-                              json={"token": second, "new_password": NEW_PASSWORD})).status_code == 200
-    stale = await client.post("/api/auth/password-reset/confirm", json={"token": first, "new_password": "other-pass-123"})
+    assert (
+        await client.post("/api/auth/password-reset/confirm", json={"token": second, "new_password": NEW_PASSWORD})
+    ).status_code == 200
+    stale = await client.post(
+        "/api/auth/password-reset/confirm", json={"token": first, "new_password": "other-pass-123"}
+    )
     assert stale.status_code == 400 and stale.json()["error"] == "invalid_one_time_token"
 
 
@@ -247,10 +296,14 @@ async def test_login_rehashes_an_outdated_hash(client, actors):
     user = await actors.signed_in("tester")
     old = PasswordHash((Argon2Hasher(time_cost=2, memory_cost=2048, parallelism=1),)).hash(PASSWORD)
     await User.find(User.email == user["email"]).update({"$set": {"password_hash": old}})
-    assert (await client.post("/api/auth/login", json={"email": user["email"], "password": PASSWORD})).status_code == 200
+    assert (
+        await client.post("/api/auth/login", json={"email": user["email"], "password": PASSWORD})
+    ).status_code == 200
     stored = (await User.find_one(User.email == user["email"])).password_hash
     assert stored != old and "m=1024" in stored
-    assert (await client.post("/api/auth/login", json={"email": user["email"], "password": PASSWORD})).status_code == 200
+    assert (
+        await client.post("/api/auth/login", json={"email": user["email"], "password": PASSWORD})
+    ).status_code == 200
 
 
 async def test_responses_carry_security_headers(client):

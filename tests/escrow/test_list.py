@@ -31,7 +31,7 @@ async def test_holds_are_listed_by_role_newest_first_with_cursor(client, actors)
     assert len((await client.get("/api/escrow/transactions", headers=admin["headers"])).json()["items"]) == 6
 
     bad = await client.get("/api/escrow/transactions?cursor=nonsense", headers=builder["headers"])
-    assert bad.status_code == 422 and bad.json()["error"] == "unprocessable"
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid_cursor"
     too_big = await client.get("/api/escrow/transactions?limit=101", headers=builder["headers"])
     assert too_big.status_code == 422
     assert (await client.get("/api/escrow/transactions")).status_code == 401

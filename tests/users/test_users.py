@@ -22,7 +22,7 @@ async def test_patch_refuses_protected_and_misplaced_fields(client, actors):
         resp = await client.patch("/api/users/me", json=body, headers=tester["headers"])
         assert resp.status_code == 422, body
     misplaced = await client.patch("/api/users/me", json={"weekly_budget_cap_cents": 10}, headers=tester["headers"])
-    assert misplaced.status_code == 422 and misplaced.json()["error"] == "unprocessable"
+    assert misplaced.status_code == 422 and misplaced.json()["error"] == "field_not_for_role"
     negative = await client.patch("/api/users/me", json={"skills": ["x" * 100]}, headers=tester["headers"])
     assert negative.status_code == 422
     user = await User.find_one(User.email == tester["email"])
