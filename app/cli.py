@@ -43,6 +43,9 @@ def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None
     path = path or run_env_path()
     environ = os.environ if environ is None else environ
     try:
+        if not _private_to_me(path):
+            print(f"note: ignoring {path}: it is not yours alone (owner or mode)", file=sys.stderr)
+            return {}
         lines = path.read_text().splitlines()
     except OSError:
         return {}
@@ -66,9 +69,23 @@ def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None
         print(f"note: ignoring {path}: it was written for ENVIRONMENT={theirs}, and this one is {mine}",
               file=sys.stderr)
         return {}
+    if elsewhere := sorted(k for k in _CONNECTIONS if environ.get(k) and values.get(k) not in (None, environ[k])):
+        # all or nothing: this shell points at other servers, so none of the stack's settings may mix in
+        print(f"note: ignoring {path}: this shell sets {', '.join(elsewhere)} to other servers", file=sys.stderr)
+        return {}
     loaded = {key: value for key, value in values.items() if key and key not in environ}
     environ.update(loaded)
     return loaded
+
+
+# Settings that say which servers (and whose secrets) a command talks to.
+_CONNECTIONS = ("MONGO_URI", "REDIS_URL", "S3_ENDPOINT_URL", "STRIPE_API_BASE", "STRIPE_SECRET_KEY",
+                "JWT_SECRET", "ENCRYPTION_KEY")
+
+
+def _private_to_me(path: Path) -> bool:
+    info = path.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
 def _stack_pid(header: str) -> int | None:

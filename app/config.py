@@ -1,5 +1,6 @@
 """One settings object for the whole app; every value can come from the environment."""
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
@@ -8,6 +9,21 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-secret-change-me-0123456789"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(setting: str) -> tuple[bool, tuple[Network, ...]]:
+    """FORWARDED_ALLOW_IPS: (trust everyone, the trusted networks); ValueError names a bad entry."""
+    entries = [item.strip() for item in setting.split(",") if item.strip()]
+    networks = []
+    for entry in entries:
+        if entry != "*":
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(f"FORWARDED_ALLOW_IPS entry {entry!r} is not an IP address or CIDR") from None
+    return "*" in entries, tuple(networks)
 DEV_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWtleS0zMi1ieXRlcy1sb25nISE="  # 32 bytes, base64
 
 
@@ -114,6 +130,12 @@ class Settings(BaseSettings):
     def docs_enabled(self) -> bool:
         return not self.is_production_like
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, setting: str) -> str:
+        parse_networks(setting)
+        return setting
+
     @field_validator("cors_origins")
     @classmethod
     def _plain_origins(cls, origins: list[str]) -> list[str]:
@@ -157,6 +179,8 @@ class Settings(BaseSettings):
             "SENDGRID_API_KEY must be set": self.mail_backend == "sendgrid" and not self.sendgrid_api_key,
             "METRICS_TOKEN must be set": not self.metrics_token,
             "CORS_ORIGINS must be set explicitly": "cors_origins" not in self.model_fields_set,
+            "FORWARDED_ALLOW_IPS must name the proxies, not '*' (clients would choose their own address)":
+                parse_networks(self.forwarded_allow_ips)[0],
         }
         return [problem for problem, bad in problems.items() if bad]
 

@@ -37,9 +37,13 @@ SEND_PASSWORD_RESET = "app.auth.tasks.send_password_reset"
 # -- registration and verification --------------------------------------------------------------
 async def register(data: RegisterIn, client_ip: str) -> User:
     email = data.email.lower()
-    await throttle.mail_route(client_ip, email)
+    await ratelimit.enforce("mail:ip", client_ip, get_settings().email_rate_per_ip_per_hour, throttle.HOUR)
     check_strength(data.password, email)
     password_hash = await hash_password(data.password)
+    existing = await User.find_one(User.email == email)
+    if existing is not None and _holds_address(existing):
+        raise _taken(existing)
+    await throttle.address_budget("verify", email)  # only a new account mails the address
 
     async def create(session: AsyncClientSession) -> User:
         await _drop_expired_registration(session, email)
@@ -53,25 +57,33 @@ async def register(data: RegisterIn, client_ip: str) -> User:
 
 
 async def _drop_expired_registration(session: AsyncClientSession, email: str) -> None:
-    """An address is held by an unverified account only while a verification token could still confirm
-    it; after that, a new registration replaces it (nobody could ever log into it)."""
     existing = await User.find_one(User.email == email, session=session)
     if existing is None:
         return
-    lifetime = timedelta(seconds=get_settings().email_token_ttl_seconds)
-    live_token = await OneTimeToken.find_one(
-        OneTimeToken.user_id == existing.id, OneTimeToken.purpose == "verify_email",
-        OneTimeToken.used_at == None, OneTimeToken.expires_at > utcnow(), session=session  # noqa: E711
-    )
-    if existing.email_verified or live_token is not None or as_utc(existing.created_at) > utcnow() - lifetime:
-        raise EmailTaken()
+    if _holds_address(existing):
+        raise _taken(existing)
     await OneTimeToken.find(OneTimeToken.user_id == existing.id, session=session).delete(session=session)
     await existing.delete(session=session)
 
 
+def _holds_address(user: User) -> bool:
+    """An unverified account holds its address for one verification-token lifetime from its
+    registration (a resend does not extend it); then a new registration replaces it, since nobody
+    could log into it."""
+    lifetime = timedelta(seconds=get_settings().email_token_ttl_seconds)
+    return user.email_verified or as_utc(user.created_at) > utcnow() - lifetime
+
+
+def _taken(user: User) -> EmailTaken:
+    if user.email_verified:
+        return EmailTaken()
+    return EmailTaken("An unverified registration holds this address for now. If the address is yours, "
+                      "reset the password: that takes the account over at once.")
+
+
 async def resend_verification(email: str, client_ip: str) -> None:
     email = email.lower()
-    await throttle.mail_route(client_ip, email)
+    await throttle.mail_route("verify", client_ip, email)
     await run_in_transaction(lambda session: _queue_mail(session, SEND_VERIFICATION, email))
 
 
@@ -93,7 +105,7 @@ async def verify_email(token: str) -> User:
 async def login(email: str, password: str, client_ip: str) -> TokenPair:
     email = email.lower()
     await ratelimit.enforce("login", client_ip, get_settings().login_rate_per_minute)
-    await throttle.check_login(email)
+    await throttle.admit_login(email)
     user = await User.find_one(User.email == email)
     valid, new_hash = await verify_password(password, user.password_hash if user else None)
     if not valid or user is None:
@@ -148,7 +160,7 @@ async def logout(raw_token: str) -> None:
 # -- password reset -----------------------------------------------------------------------------
 async def request_password_reset(email: str, client_ip: str) -> None:
     email = email.lower()
-    await throttle.mail_route(client_ip, email)
+    await throttle.mail_route("reset", client_ip, email)
     await run_in_transaction(lambda session: _queue_mail(session, SEND_PASSWORD_RESET, email))
 
 

@@ -9,43 +9,75 @@ from app.kit import ratelimit
 from app.kit.redis import get_redis
 
 HOUR = 3600
+FAILURES_KEPT_SECONDS = 24 * HOUR
+
+# One attempt is admitted atomically, before the (slow) password check: each attempt counts as a
+# failure until it succeeds, and past the threshold an attempt must take the lock, so a parallel burst
+# gets at most one guess per backoff window. Returns the seconds left when refused, else 0.
+_ADMIT = """
+local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
+if failures >= tonumber(ARGV[1]) then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+    return math.max(redis.call('TTL', KEYS[2]), 1)
+  end
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
 
 
 def _address_key(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
 
 
-async def mail_route(ip: str, email: str) -> None:
-    """Any route that sends mail to `email`, together: per IP (one client spraying addresses) and per
-    address (many clients flooding one inbox). Counted whether or not the account exists."""
+def _keys(email: str) -> tuple[str, str]:
+    key = _address_key(email)
+    return f"login-fail:{key}", f"login-lock:{key}"
+
+
+def backoff_seconds(failures: int) -> int:
+    """2 s at the threshold, doubling per further failure, capped."""
+    settings = get_settings()
+    over = failures - settings.login_failures_before_backoff
+    return min(2 ** min(over + 1, 20), settings.login_backoff_max_seconds) if over >= 0 else 0
+
+
+async def mail_route(purpose: str, ip: str, email: str) -> None:
+    """A route that sends mail to `email`: per IP (one client spraying addresses, all mail routes
+    together) and per address and purpose (many clients flooding one inbox). Verification and reset
+    budgets are apart, so spending one never blocks the other. Counted whether or not the account exists."""
     settings = get_settings()
     await ratelimit.enforce("mail:ip", ip, settings.email_rate_per_ip_per_hour, HOUR)
-    await ratelimit.enforce("mail:to", _address_key(email), settings.email_rate_per_address_per_hour, HOUR)
+    await address_budget(purpose, email)
 
 
-async def check_login(email: str) -> None:
+async def address_budget(purpose: str, email: str) -> None:
+    await ratelimit.enforce(f"mail:to:{purpose}", _address_key(email),
+                            get_settings().email_rate_per_address_per_hour, HOUR)
+
+
+async def admit_login(email: str) -> None:
     """Refuse while the account's backoff runs; no password is checked (or hashed) meanwhile."""
-    remaining = await get_redis().ttl(f"login-lock:{_address_key(email)}")
-    if remaining > 0:
-        raise LoginThrottled(remaining)
+    settings = get_settings()
+    failures_key, lock_key = _keys(email)
+    admitted = get_redis().register_script(_ADMIT)
+    wait = await admitted(keys=[failures_key, lock_key],
+                          args=[settings.login_failures_before_backoff, settings.login_backoff_max_seconds,
+                                FAILURES_KEPT_SECONDS])
+    if int(wait) > 0:
+        raise LoginThrottled(int(wait))
 
 
 async def login_failed(email: str) -> None:
     """After LOGIN_FAILURES_BEFORE_BACKOFF failures in a row, each failure locks the account's logins for
     2 s, 4 s, 8 s … up to LOGIN_BACKOFF_MAX_SECONDS. Keyed by address, so unknown accounts behave alike."""
-    settings = get_settings()
-    key = _address_key(email)
-    pipe = get_redis().pipeline(transaction=True)
-    pipe.incr(f"login-fail:{key}")
-    pipe.expire(f"login-fail:{key}", 24 * HOUR)
-    failures, _ = await pipe.execute()
-    over = failures - settings.login_failures_before_backoff
-    if over >= 0:
-        lock = min(2 ** min(over + 1, 20), settings.login_backoff_max_seconds)
-        await get_redis().set(f"login-lock:{key}", "1", ex=lock)
+    failures_key, lock_key = _keys(email)
+    failures = int(await get_redis().get(failures_key) or 0)  # admit_login counted this attempt already
+    if lock := backoff_seconds(failures):
+        await get_redis().set(lock_key, "1", ex=lock)
 
 
 async def clear_login(email: str) -> None:
     """A successful login or a password reset ends the backoff."""
-    key = _address_key(email)
-    await get_redis().delete(f"login-fail:{key}", f"login-lock:{key}")
+    await get_redis().delete(*_keys(email))

@@ -6,6 +6,7 @@ import binascii
 import os
 from functools import lru_cache
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.config import get_settings
@@ -29,8 +30,10 @@ def _decode_key(key_id: str, encoded: str) -> bytes:
 def _keyring(current_id: str, current: str, old: str) -> dict[str, bytes]:
     ring = {}
     for entry in filter(None, (item.strip() for item in old.split(","))):
-        key_id, _, encoded = entry.partition(":")
-        ring[key_id.strip()] = _decode_key(key_id, encoded.strip())
+        key_id, _, encoded = (part.strip() for part in entry.partition(":"))
+        if key_id in ring or key_id == current_id:
+            raise ValueError(f"encryption key id {key_id!r} is given twice: each key needs its own id")
+        ring[key_id] = _decode_key(key_id, encoded)
     ring[current_id] = _decode_key(current_id, current)
     return ring
 
@@ -54,17 +57,20 @@ def encrypt(plaintext: str, associated_data: bytes = b"") -> str:
 
 
 def decrypt(token: str, associated_data: bytes = b"") -> str:
-    current_id, ring = _keys()
+    _, ring = _keys()
     key_id, dot, body = token.partition(".")
-    if not dot:  # sealed before key ids existed: the key of that time is the current one
-        key_id, body = current_id, token
+    if not dot:  # sealed before key ids existed: whichever key of the ring opens it
+        return _open_with_any(ring, base64.b64decode(token), associated_data)
     if key_id not in ring:
         raise UnknownKey(f"no key {key_id!r}: add it to ENCRYPTION_OLD_KEYS")
     raw = base64.b64decode(body)
     return AESGCM(ring[key_id]).decrypt(raw[:12], raw[12:], associated_data).decode()
 
 
-def key_id_of(token: str) -> str:
-    """Which key sealed this value (for re-encryption after a rotation)."""
-    key_id, dot, _ = token.partition(".")
-    return key_id if dot else get_settings().encryption_key_id
+def _open_with_any(ring: dict[str, bytes], raw: bytes, associated_data: bytes) -> str:
+    for key in reversed(ring.values()):  # the current key first
+        try:
+            return AESGCM(key).decrypt(raw[:12], raw[12:], associated_data).decode()
+        except InvalidTag:
+            continue
+    raise UnknownKey("no configured key opens this value: add its key to ENCRYPTION_OLD_KEYS")

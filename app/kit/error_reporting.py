@@ -1,5 +1,6 @@
 """Sentry, when SENTRY_DSN is set, with nothing secret in the events: no request bodies (passwords,
-tokens), no cookies or Authorization headers, no job arguments."""
+tokens), no cookies or Authorization headers, no job arguments, and no local variables of stack
+frames (a handler's frame holds the parsed body, password included)."""
 
 from typing import Any
 
@@ -16,6 +17,12 @@ def scrub(event: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
         headers = request.get("headers")
         if isinstance(headers, dict):
             request["headers"] = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+    for exception in (event.get("exception") or {}).get("values") or []:
+        for frame in (exception.get("stacktrace") or {}).get("frames") or []:
+            frame.pop("vars", None)
+    for thread in (event.get("threads") or {}).get("values") or []:
+        for frame in (thread.get("stacktrace") or {}).get("frames") or []:
+            frame.pop("vars", None)
     extra = event.get("extra")
     if isinstance(extra, dict):
         job = extra.get("rq-job")
@@ -31,4 +38,4 @@ def init(settings: Settings) -> None:
     import sentry_sdk
 
     sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment, send_default_pii=False,
-                    max_request_body_size="never", before_send=scrub)
+                    max_request_body_size="never", include_local_variables=False, before_send=scrub)

@@ -26,6 +26,8 @@ class Output(BaseModel):
         return cls.model_validate({k: str(v) if isinstance(v, ObjectId) else v for k, v in data.items()})
 
 
-# One line of visible text: no control characters (newlines would let a name forge lines in an email).
-SingleLine = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80,
-                                              pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$")]
+# One line of visible text: no control characters (newlines would let a name forge lines in an email)
+# and no bidirectional overrides (which make text read differently from what it is).
+SingleLine = Annotated[str, StringConstraints(
+    strip_whitespace=True, min_length=1, max_length=80,
+    pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$")]

@@ -47,7 +47,8 @@ async def _redis_ok() -> bool:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     token = get_settings().metrics_token
-    if token and not secrets.compare_digest(request.headers.get("authorization", ""), f"Bearer {token}"):
+    sent = request.headers.get("authorization", "").encode("latin-1", "replace")  # bytes: any header compares
+    if token and not secrets.compare_digest(sent, f"Bearer {token}".encode()):
         raise Unauthorized("metrics token required")
     await _refresh_queue_depths()
     body, content_type = render()

@@ -58,6 +58,7 @@ def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a leftover tmp file
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
     tmp.replace(path)
