@@ -123,3 +123,15 @@ def test_env_file_format(tmp_path):
     write_env_file(tmp_path, {"ENVIRONMENT": "dev", "MONGO_URI": "mongodb://dev"})
     assert load_run_env(path, {"ENVIRONMENT": "test"}) == {}  # another environment's stack
     assert load_run_env(path, {"ENVIRONMENT": "dev"}) == {"MONGO_URI": "mongodb://dev"}
+
+
+def test_a_dev_env_file_is_not_mixed_into_a_production_shell(tmp_path):
+    """A running dev stack's env file must not fill in what an operator's production shell lacks
+    (ENVIRONMENT unset, because the app's own default is production)."""
+    path = write_env_file(tmp_path, {
+        "ENVIRONMENT": "dev", "MONGO_URI": "mongodb://127.0.0.1:27018/?directConnection=true", "MONGO_DB": "peertest",
+        "REDIS_URL": "redis://127.0.0.1:6390/0", "STRIPE_API_BASE": "http://127.0.0.1:8420",
+        "STRIPE_SIMULATE_CONNECT": "true", "MAIL_BACKEND": "outbox"})
+    shell = {"MONGO_URI": "mongodb://db.prod.example:27017/?replicaSet=rs0", "JWT_SECRET": "j" * 48,
+             "STRIPE_SECRET_KEY": "sk_live_x"}
+    assert load_run_env(path, shell) == {}

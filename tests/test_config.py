@@ -53,6 +53,7 @@ def test_production_starts_with_real_secrets_and_named_origins():
     ({"sendgrid_api_key": ""}, "SENDGRID_API_KEY"),
     ({"stripe_api_base": "http://127.0.0.1:8420"}, "STRIPE_API_BASE"),
     ({"metrics_token": ""}, "METRICS_TOKEN"),
+    ({"forwarded_allow_ips": "*"}, "FORWARDED_ALLOW_IPS"),  # clients would choose their own address
 ])
 def test_production_refuses_simulation_and_missing_protection(override, named):
     assert named in refusal(**override)
@@ -70,6 +71,12 @@ def test_production_needs_explicit_cors_origins():
 def test_cors_origins_are_plain_origins(origin):
     with pytest.raises(ValidationError):
         Settings(environment="dev", cors_origins=[origin], _env_file=None)
+
+
+def test_a_forwarded_allow_ips_entry_that_is_not_an_address_is_refused_at_start():
+    """A host name (uvicorn accepts one) is refused when the settings load, not a 500 on each request."""
+    with pytest.raises(ValidationError, match="lb.internal"):
+        Settings(environment="test", forwarded_allow_ips="10.0.0.1, lb.internal", _env_file=None)
 
 
 def test_dev_and_test_accept_defaults():

@@ -31,6 +31,15 @@ def test_values_sealed_before_key_ids_still_open(settings):
     assert crypto.decrypt(legacy) == "legacy"
 
 
+def test_a_value_sealed_before_key_ids_still_opens_after_a_rotation(settings):
+    """The README's rotation (a new key with a new id, the old one in ENCRYPTION_OLD_KEYS) keeps id-less values."""
+    legacy = crypto.encrypt("Token: abc", b"outbox-email").split(".", 1)[1]  # the format before key ids
+    old_id, old_key = settings.encryption_key_id, settings.encryption_key
+    settings.encryption_key_id, settings.encryption_key = "k2", KEY_2
+    settings.encryption_old_keys = f"{old_id}:{old_key}"
+    assert crypto.decrypt(legacy, b"outbox-email") == "Token: abc"
+
+
 def test_a_malformed_key_fails_at_start_up(settings):
     settings.encryption_old_keys = "k0:not-base64!"
     with pytest.raises(ValueError, match="k0"):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from scripts.embedded.runfile import write_env_file
 from tests.fixtures.private_stack import BANNER, ROOT, SUITE_VARS, PrivateStack, health_ok, wait_until
 
 STACK_KEYS = ("ENVIRONMENT", "API_PORT", "API_URL", "PUBLIC_BASE_URL", "MONGO_URI", "REDIS_URL", "S3_ENDPOINT_URL",
@@ -117,3 +118,11 @@ def test_worker_crashing_at_start_fails_the_run(tmp_path):
         assert wait_until(lambda: not stack.leftovers(), 5), f"left behind: {stack.leftover_commands()}"
     finally:
         stack.kill_everything()
+
+
+def test_the_env_file_is_private_even_over_a_leftover_tmp(tmp_path):
+    """A world-readable .env.tmp, left by an interrupted write or planted, does not lend the env file its mode."""
+    (tmp_path / ".env.tmp").write_text("")
+    os.chmod(tmp_path / ".env.tmp", 0o644)
+    path = write_env_file({"JWT_SECRET": "s" * 40, "ENCRYPTION_KEY": "k" * 44}, tmp_path / "env")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
