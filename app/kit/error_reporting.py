@@ -37,5 +37,5 @@ def init(settings: Settings) -> None:
         return
     import sentry_sdk
 
-    sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment, send_default_pii=False,
+    sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.environment,
                     max_request_body_size="never", include_local_variables=False, before_send=scrub)

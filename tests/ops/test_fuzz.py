@@ -57,7 +57,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance]
 # Examples per operation and role (see the module docstring). FUZZ_SCALE=10 makes a deeper run by hand.
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
-POSITIVE, NEGATIVE, WRONG_ROLE = int(45 * SCALE), int(30 * SCALE), 4
+POSITIVE, NEGATIVE, WRONG_ROLE = int(25 * SCALE), int(15 * SCALE), 4
 KNOWN = int(8 * SCALE)  # per extra pass with real ids in the path (or a real card), where random ones get 404
 LIMITS = {  # per-user, per-IP and per-address limits, out of the fuzzer's way (they have their own tests)
     "USER_RATE_PER_MINUTE": "1000000",
