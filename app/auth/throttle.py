@@ -13,11 +13,15 @@ FAILURES_KEPT_SECONDS = 24 * HOUR
 
 # One attempt is admitted atomically, before the (slow) password check: each attempt counts as a
 # failure until it succeeds, and past the threshold an attempt must take the lock, so a parallel burst
-# gets at most one guess per backoff window. Returns the seconds left when refused, else 0.
+# gets at most one guess per backoff window. The lock an attempt takes lasts the backoff it would
+# earn, so an attempt that dies mid-way holds the account no longer. Returns the seconds left when
+# refused, else 0.
 _ADMIT = """
 local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
-if failures >= tonumber(ARGV[1]) then
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+local threshold = tonumber(ARGV[1])
+if failures >= threshold then
+  local wait = math.floor(math.min(2 ^ math.min(failures - threshold + 1, 20), tonumber(ARGV[2])))
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', wait) then
     return math.max(redis.call('TTL', KEYS[2]), 1)
   end
 end
