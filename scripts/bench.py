@@ -37,7 +37,8 @@ def free_port() -> int:
 def bench_env() -> dict[str, str]:
     # Generous limits: the bench measures cost, not the rate limiter.
     return {**os.environ, "EXPOSE_DB_COMMANDS": "true", "USER_RATE_PER_MINUTE": "1000000",
-            "LOGIN_RATE_PER_MINUTE": "1000000", "EMAIL_RATE_PER_IP_PER_HOUR": "1000000", "MIN_PAYOUT_CENTS": "100", "MONGO_DB": "bench",
+            "LOGIN_RATE_PER_MINUTE": "1000000", "EMAIL_RATE_PER_IP_PER_HOUR": "1000000",
+            "MIN_PAYOUT_CENTS": "100", "MONGO_DB": "bench",
             "LOG_LEVEL": "WARNING"}
 
 
