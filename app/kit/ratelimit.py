@@ -16,10 +16,13 @@ async def enforce(scope: str, identity: str, limit: int, window_seconds: int = 6
     pipe = get_redis().pipeline(transaction=True)
     pipe.zremrangebyscore(key, 0, now - window_seconds)
     pipe.zadd(key, {f"{now:.6f}:{uuid.uuid4().hex[:8]}": now})
+    # Only the newest limit + 1 hits can decide anything: older ones go, so a flood stays small.
+    pipe.zremrangebyrank(key, 0, -(limit + 2))
     pipe.zcard(key)
-    pipe.zrange(key, 0, 0, withscores=True)
+    # A hit is admitted once fewer than `limit` others are in the window: when the limit-th newest leaves.
+    pipe.zrange(key, -limit, -limit, withscores=True)
     pipe.expire(key, window_seconds + 1)
-    _, _, count, oldest, _ = await pipe.execute()
+    _, _, _, count, blocking, _ = await pipe.execute()
     if count > limit:
-        retry_after = int(oldest[0][1] + window_seconds - now) + 1 if oldest else window_seconds
+        retry_after = int(blocking[0][1] + window_seconds - now) + 1 if blocking else window_seconds
         raise RateLimited(retry_after, f"Rate limit of {limit} per {window_seconds}s exceeded; retry later.")

@@ -129,7 +129,9 @@ def app_plan(api_port: int, redis_url: str) -> list[Service]:
     answers /health, a worker has registered itself in Redis (rq:workers), the scheduler has
     registered its periodic jobs there."""
     health = f"http://127.0.0.1:{api_port}/health"
-    uvicorn = [PY, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port)]
+    # The app reads X-Forwarded-For itself (FORWARDED_ALLOW_IPS); uvicorn would trust loopback on its own.
+    uvicorn = [PY, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(api_port),
+               "--no-proxy-headers"]
     api = Service("api", uvicorn, http_ready(health), api_port, tier=TIER_APP, timeout=90,
                   ready_what="answered /health")
     workers = [
