@@ -37,7 +37,7 @@ SEND_PASSWORD_RESET = "app.auth.tasks.send_password_reset"
 # -- registration and verification --------------------------------------------------------------
 async def register(data: RegisterIn, client_ip: str) -> User:
     email = data.email.lower()
-    await ratelimit.enforce("mail:ip", client_ip, get_settings().email_rate_per_ip_per_hour, throttle.HOUR)
+    await throttle.ip_budget(client_ip)
     check_strength(data.password, email)
     password_hash = await hash_password(data.password)
     existing = await User.find_one(User.email == email)
@@ -109,8 +109,7 @@ async def login(email: str, password: str, client_ip: str) -> TokenPair:
     user = await User.find_one(User.email == email)
     valid, new_hash = await verify_password(password, user.password_hash if user else None)
     if not valid or user is None:
-        await throttle.login_failed(email)
-        raise InvalidCredentials()
+        raise InvalidCredentials()  # admit_login counted the attempt, and set the backoff it earns
     await throttle.clear_login(email)
     if not user.is_active:
         raise AccountDisabled()
@@ -181,7 +180,6 @@ async def confirm_password_reset(token: str, new_password: str, client_ip: str) 
         user.password_hash = new_hash
         user.email_verified = True  # the token was mailed to the address: its owner now holds the account
         user.token_version += 1  # voids every access and refresh token issued before, to the instant
-        user.tokens_valid_after = now
         user.revoked_sessions = []
         user.updated_at = now
         await user.save(session=session)

@@ -1,8 +1,6 @@
 """auth.* outbox tasks: the worker issues the single-use token and mails it at once, so a raw token
 is never stored or queued anywhere; the request only queued an address or a user id."""
 
-from pymongo.asynchronous.client_session import AsyncClientSession
-
 from app.auth import tokens
 from app.config import get_settings
 from app.db import run_in_transaction
@@ -39,10 +37,7 @@ async def send_password_reset(email: str) -> str:
 
 
 async def _issue(user: User, purpose: str) -> str:
-    async def issue(session: AsyncClientSession) -> str:
-        return await tokens.issue_one_time(session, user, purpose)
-
-    return await run_in_transaction(issue)
+    return await run_in_transaction(lambda session: tokens.issue_one_time(session, user, purpose))
 
 
 def _body(action: str, token: str, page: str, expiry: str) -> str:

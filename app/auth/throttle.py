@@ -11,18 +11,24 @@ from app.kit.redis import get_redis
 HOUR = 3600
 FAILURES_KEPT_SECONDS = 24 * HOUR
 
-# One attempt is admitted atomically, before the (slow) password check: each attempt counts as a
-# failure until it succeeds, and past the threshold an attempt must take the lock, so a parallel burst
-# gets at most one guess per backoff window. The lock an attempt takes lasts the backoff it would
-# earn, so an attempt that dies mid-way holds the account no longer. Returns the seconds left when
-# refused, else 0.
+# One attempt is admitted atomically, before the (slow) password check. Each attempt counts as a
+# failure until it succeeds (a success clears the count). From the threshold on, an attempt takes the
+# account's lock for the backoff its failure would earn: 2 s at the threshold, doubling, capped. Past
+# the threshold the lock must be free, so a parallel burst gets one guess per backoff window, and an
+# attempt that dies mid-way holds the account no longer than a failure would. Returns the seconds left
+# when refused, else 0.
 _ADMIT = """
 local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
 local threshold = tonumber(ARGV[1])
-if failures >= threshold then
-  local wait = math.floor(math.min(2 ^ math.min(failures - threshold + 1, 20), tonumber(ARGV[2])))
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', wait) then
-    return math.max(redis.call('TTL', KEYS[2]), 1)
+local attempt = failures + 1
+if attempt >= threshold then
+  local wait = math.floor(math.min(2 ^ math.min(attempt - threshold + 1, 20), tonumber(ARGV[2])))
+  if failures >= threshold then
+    if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', wait) then
+      return math.max(redis.call('TTL', KEYS[2]), 1)
+    end
+  else
+    redis.call('SET', KEYS[2], '1', 'EX', wait)
   end
 end
 redis.call('INCR', KEYS[1])
@@ -40,20 +46,16 @@ def _keys(email: str) -> tuple[str, str]:
     return f"login-fail:{key}", f"login-lock:{key}"
 
 
-def backoff_seconds(failures: int) -> int:
-    """2 s at the threshold, doubling per further failure, capped."""
-    settings = get_settings()
-    over = failures - settings.login_failures_before_backoff
-    return min(2 ** min(over + 1, 20), settings.login_backoff_max_seconds) if over >= 0 else 0
-
-
 async def mail_route(purpose: str, ip: str, email: str) -> None:
     """A route that sends mail to `email`: per IP (one client spraying addresses, all mail routes
     together) and per address and purpose (many clients flooding one inbox). Verification and reset
     budgets are apart, so spending one never blocks the other. Counted whether or not the account exists."""
-    settings = get_settings()
-    await ratelimit.enforce("mail:ip", ip, settings.email_rate_per_ip_per_hour, HOUR)
+    await ip_budget(ip)
     await address_budget(purpose, email)
+
+
+async def ip_budget(ip: str) -> None:
+    await ratelimit.enforce("mail:ip", ip, get_settings().email_rate_per_ip_per_hour, HOUR)
 
 
 async def address_budget(purpose: str, email: str) -> None:
@@ -62,7 +64,9 @@ async def address_budget(purpose: str, email: str) -> None:
 
 
 async def admit_login(email: str) -> None:
-    """Refuse while the account's backoff runs; no password is checked (or hashed) meanwhile."""
+    """Refuse while the account's backoff runs; no password is checked (or hashed) meanwhile. After
+    LOGIN_FAILURES_BEFORE_BACKOFF failures in a row, each failure locks the account's logins for 2 s,
+    4 s, 8 s … up to LOGIN_BACKOFF_MAX_SECONDS. Keyed by address, so unknown accounts behave alike."""
     settings = get_settings()
     failures_key, lock_key = _keys(email)
     admitted = get_redis().register_script(_ADMIT)
@@ -71,15 +75,6 @@ async def admit_login(email: str) -> None:
                                 FAILURES_KEPT_SECONDS])
     if int(wait) > 0:
         raise LoginThrottled(int(wait))
-
-
-async def login_failed(email: str) -> None:
-    """After LOGIN_FAILURES_BEFORE_BACKOFF failures in a row, each failure locks the account's logins for
-    2 s, 4 s, 8 s … up to LOGIN_BACKOFF_MAX_SECONDS. Keyed by address, so unknown accounts behave alike."""
-    failures_key, lock_key = _keys(email)
-    failures = int(await get_redis().get(failures_key) or 0)  # admit_login counted this attempt already
-    if lock := backoff_seconds(failures):
-        await get_redis().set(lock_key, "1", ex=lock)
 
 
 async def clear_login(email: str) -> None:

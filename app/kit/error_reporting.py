@@ -17,12 +17,10 @@ def scrub(event: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
         headers = request.get("headers")
         if isinstance(headers, dict):
             request["headers"] = {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
-    for exception in (event.get("exception") or {}).get("values") or []:
-        for frame in (exception.get("stacktrace") or {}).get("frames") or []:
-            frame.pop("vars", None)
-    for thread in (event.get("threads") or {}).get("values") or []:
-        for frame in (thread.get("stacktrace") or {}).get("frames") or []:
-            frame.pop("vars", None)
+    for part in ("exception", "threads"):  # both carry stack traces
+        for entry in (event.get(part) or {}).get("values") or []:
+            for frame in (entry.get("stacktrace") or {}).get("frames") or []:
+                frame.pop("vars", None)
     extra = event.get("extra")
     if isinstance(extra, dict):
         job = extra.get("rq-job")

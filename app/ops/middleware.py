@@ -52,7 +52,8 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.expose_db_commands = expose_db_commands
-        self.security_headers = security_headers or []
+        self.docs_headers = security_headers or []
+        self.api_headers = [*self.docs_headers, _CSP]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,7 +66,7 @@ class RequestContextMiddleware:
         status = {"code": 500, "sent": False}
         commands: list[str] = []
         commands_token = db_commands.set(commands)
-        extra_headers = self._security_headers(scope)
+        extra_headers = self.docs_headers if scope.get("path", "").startswith(_DOCS_PATHS) else self.api_headers
         received = 0
 
         async def counted_receive() -> Message:
@@ -104,12 +105,6 @@ class RequestContextMiddleware:
             _record(scope, status["code"], time.perf_counter() - started, len(commands))
             db_commands.reset(commands_token)
             structlog.contextvars.unbind_contextvars("request_id")
-
-
-    def _security_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        if scope.get("path", "").startswith(_DOCS_PATHS):
-            return self.security_headers
-        return [*self.security_headers, _CSP]
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

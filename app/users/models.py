@@ -64,8 +64,6 @@ class User(Document):
     stripe_account_id: str | None = None
     payouts_enabled: bool = False
     rating: RatingSummary = Field(default_factory=RatingSummary)
-    # tokens issued before this instant are void (password reset)
-    tokens_valid_after: datetime | None = None
     token_version: int = 0  # in every token; a password reset increments it
     revoked_sessions: list[RevokedSession] = Field(default_factory=list)  # pruned after the access-token TTL
     created_at: datetime = Field(default_factory=utcnow)
