@@ -34,6 +34,7 @@ from app.ops.schemas import ErrorBody
 REF = "#/components/schemas/"
 ErrorClass = type[e.AppError]
 
+
 class _Declared(dict):
     """A `responses=` entry made by errors(): a valid OpenAPI response that remembers its classes."""
 
