@@ -19,6 +19,7 @@ from rich.console import Console
 
 from app import db
 from app.config import Settings, get_settings
+from app.kit import stackfile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,8 +50,8 @@ def load_run_env(path: Path | None = None, environ: dict[str, str] | None = None
         lines = path.read_text().splitlines()
     except OSError:
         return {}
-    owner = _stack_pid(lines[0] if lines else "")
-    if owner is not None and not _pid_alive(owner):
+    owner = stackfile.owner_pid(lines[0] if lines else "")
+    if owner is not None and not stackfile.pid_alive(owner):
         print(f"note: ignoring {path}: the stack that wrote it (pid {owner}) is not running", file=sys.stderr)
         return {}
     values = {}
@@ -86,25 +87,6 @@ _CONNECTIONS = ("MONGO_URI", "REDIS_URL", "S3_ENDPOINT_URL", "STRIPE_API_BASE", 
 def _private_to_me(path: Path) -> bool:
     info = path.stat()
     return info.st_uid == os.getuid() and not info.st_mode & 0o022
-
-
-def _stack_pid(header: str) -> int | None:
-    marker = "(stack pid "
-    if header.startswith("#") and marker in header:
-        digits = header.split(marker, 1)[1].split(")", 1)[0]
-        if digits.isdigit():
-            return int(digits)
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @cli.callback()

@@ -64,12 +64,13 @@ SCRIPTS = str(Path(__file__).resolve().parent)
 if SCRIPTS not in sys.path:
     sys.path.insert(0, SCRIPTS)
 
-from embedded.child import pid_alive  # noqa: E402
 from embedded.common import LOG_DIR, PID_DIR, PY, ROOT, Interrupted, StackError, say  # noqa: E402
 from embedded.probes import port_from_env  # noqa: E402
 from embedded.runfile import ENV_FILE, clear_outbox, env_file_owner, remove_env_file, write_env_file  # noqa: E402
 from embedded.services import app_plan, bring_up, find, register_stripe_webhook  # noqa: E402
 from embedded.supervisor import Stack, stop_command  # noqa: E402
+
+from app.kit.stackfile import pid_alive  # noqa: E402
 
 
 def print_exports(exported: dict[str, str]) -> None:

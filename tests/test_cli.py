@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app import db
 from app.cli import load_run_env
+from app.kit import stackfile
 from app.users.models import User
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +36,8 @@ def without_stack_vars(**extra: str) -> dict[str, str]:
 def write_env_file(run_dir: Path, values: dict[str, str], pid: int | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "env"
-    header = f"# Written by scripts/run (stack pid {pid or os.getpid()}) at now; removed when it stops.\n"
-    path.write_text(header + "".join(f"{k}={v}\n" for k, v in values.items()))
+    lines = [stackfile.header(pid or os.getpid(), "now"), *(f"{k}={v}" for k, v in values.items())]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

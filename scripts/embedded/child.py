@@ -26,16 +26,6 @@ NOT_RESTARTED = {
 }
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_pidfile(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())

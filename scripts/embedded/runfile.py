@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import shlex
 from pathlib import Path
+
+from app.kit import stackfile
 
 from .common import RUN_DIR
 
@@ -39,7 +40,6 @@ ENV_FILE_KEYS = (
     "JWT_SECRET",
     "ENCRYPTION_KEY",
 )
-_OWNER = re.compile(r"^# .*\(stack pid (\d+)\)")
 
 
 def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> Path:
@@ -50,7 +50,7 @@ def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> Path:
     """
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     lines = [
-        f"# Written by scripts/run (stack pid {os.getpid()}) at {stamp}; removed when it stops.",
+        stackfile.header(os.getpid(), stamp),
         "# The settings of the running stack: scripts/cli and python -m app.cli read them;",
         f"# in a shell: set -a; . {shlex.quote(str(path))}; set +a",
     ]
@@ -68,10 +68,9 @@ def write_env_file(env: dict[str, str], path: Path = ENV_FILE) -> Path:
 def env_file_owner(path: Path = ENV_FILE) -> int | None:
     try:
         with open(path) as f:
-            match = _OWNER.match(f.readline())
+            return stackfile.owner_pid(f.readline())
     except OSError:
         return None
-    return int(match.group(1)) if match else None
 
 
 def remove_env_file(path: Path = ENV_FILE) -> None:

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .child import NOT_RESTARTED, Service, pid_alive, read_pidfile, remove_pidfile, write_pidfile
+from app.kit.stackfile import pid_alive
+
+from .child import NOT_RESTARTED, Service, read_pidfile, remove_pidfile, write_pidfile
 from .common import Interrupted, StackError, indent, say, tail
 
 STOP_GRACE_S = 5.0
